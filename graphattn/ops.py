@@ -1,0 +1,243 @@
+"""Graph operations shared by every attention layer.
+
+Conventions used throughout graphattn:
+
+* ``edge_index`` is a ``(2, E)`` long tensor ``[src; dst]``; an edge ``j -> i`` carries a message from
+  ``j`` (source) to ``i`` (destination), as in PyTorch Geometric.
+* A boolean attention ``mask[..., i, j]`` is ``True`` when query ``i`` may attend to key ``j``, i.e. when
+  the edge ``j -> i`` exists (the convention of ``torch.nn.functional.scaled_dot_product_attention``).
+* Segment operations take ``src`` of shape ``(E, *)`` and an ``index`` of shape ``(E,)`` naming the
+  segment of each row; empty segments give zeros (never NaN or -inf).
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "segment_sum", "segment_mean", "segment_max", "segment_softmax", "edge_softmax",
+    "mask_to_edge_index", "edge_index_to_mask", "dense_to_flat", "flat_to_dense",
+    "complete_mask", "causal_mask", "neighborhood_mask", "neighborhood_indices",
+]
+
+
+def _check_index(index: Tensor, n_rows: int, num_segments: int) -> None:
+    if index.dim() != 1 or index.numel() != n_rows:
+        raise ValueError(f"index must be 1-D with one entry per row of src ({n_rows}), got shape {tuple(index.shape)}")
+
+
+def segment_sum(src: Tensor, index: Tensor, num_segments: int) -> Tensor:
+    """Sum the rows of ``src`` that share a segment id. Shapes: src (E, *), index (E,) -> (num_segments, *)."""
+    _check_index(index, src.shape[0], num_segments)
+    out = src.new_zeros((num_segments,) + tuple(src.shape[1:]))
+    return out.index_add_(0, index, src)
+
+
+def segment_mean(src: Tensor, index: Tensor, num_segments: int) -> Tensor:
+    """Mean of the rows of each segment; empty segments give zeros."""
+    total = segment_sum(src, index, num_segments)
+    count = torch.bincount(index, minlength=num_segments).clamp_min(1).to(src.dtype)
+    return total / count.view((-1,) + (1,) * (src.dim() - 1))
+
+
+def segment_max(src: Tensor, index: Tensor, num_segments: int) -> Tensor:
+    """Element-wise maximum over each segment; empty segments give zeros."""
+    _check_index(index, src.shape[0], num_segments)
+    shape = (num_segments,) + tuple(src.shape[1:])
+    expanded = index.view((-1,) + (1,) * (src.dim() - 1)).expand_as(src)
+    out = src.new_full(shape, float("-inf")).scatter_reduce(0, expanded, src, reduce="amax", include_self=True)
+    return torch.where(torch.isfinite(out), out, torch.zeros_like(out))
+
+
+def segment_softmax(src: Tensor, index: Tensor, num_segments: int) -> Tensor:
+    """Softmax of ``src`` within each segment (rows sharing an ``index``).
+
+    Stable for large scores (the segment maximum is subtracted first); a row scored ``-inf`` gets weight 0,
+    and a segment whose rows are all ``-inf`` gets all-zero weights rather than NaN.
+    Shapes: src (E, *), index (E,) -> (E, *).
+    """
+    with torch.no_grad():
+        shift = segment_max(src, index, num_segments)
+    z = (src - shift[index]).exp()
+    denom = segment_sum(z, index, num_segments)[index]
+    return z / denom.clamp_min(torch.finfo(z.dtype).tiny)
+
+
+def edge_softmax(scores: Tensor, edge_index: Tensor, num_nodes: int | None = None, by: str = "dst") -> Tensor:
+    """Softmax of per-edge scores over the edges that compete for one node.
+
+    ``by="dst"`` normalises over each node's incoming edges (usual attention: a receiver distributes its
+    attention over its senders); ``by="src"`` over each node's outgoing edges (reversed attention: a sender
+    distributes its message over its receivers, as in DependencyViT).
+
+    Shapes: scores (E,) or (E, H), edge_index (2, E) -> (E,) or (E, H).
+    """
+    if by not in ("dst", "src"):
+        raise ValueError(f"by must be 'dst' or 'src', got {by!r}")
+    if edge_index.dim() != 2 or edge_index.shape[0] != 2:
+        raise ValueError(f"edge_index must have shape (2, E), got {tuple(edge_index.shape)}")
+    index = edge_index[1] if by == "dst" else edge_index[0]
+    if num_nodes is None:
+        num_nodes = int(edge_index.max()) + 1 if edge_index.numel() else 0
+    return segment_softmax(scores, index, num_nodes)
+
+
+# --------------------------------------------------------------------------------------------- dense <-> sparse
+
+def mask_to_edge_index(mask: Tensor) -> Tensor:
+    """Edges of a boolean attention mask.
+
+    ``mask`` is ``(Nq, Nk)`` or ``(B, Nq, Nk)``; ``mask[b, i, j]`` becomes the edge ``b*Nk + j -> b*Nq + i``
+    so that a batch of token graphs becomes one disjoint graph over the flattened tokens.
+    """
+    if mask.dim() == 2:
+        mask = mask.unsqueeze(0)
+    if mask.dim() != 3:
+        raise ValueError(f"mask must be (Nq, Nk) or (B, Nq, Nk), got shape {tuple(mask.shape)}")
+    _, nq, nk = mask.shape
+    b, i, j = mask.nonzero(as_tuple=True)
+    return torch.stack([b * nk + j, b * nq + i])
+
+
+def edge_index_to_mask(edge_index: Tensor, num_dst: int, num_src: int | None = None) -> Tensor:
+    """Boolean ``(num_dst, num_src)`` mask with ``mask[i, j] = True`` for each edge ``j -> i``."""
+    num_src = num_dst if num_src is None else num_src
+    mask = torch.zeros(num_dst, num_src, dtype=torch.bool, device=edge_index.device)
+    mask[edge_index[1], edge_index[0]] = True
+    return mask
+
+
+def dense_to_flat(x: Tensor, token_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """``(B, N, D)`` tokens (+ ``(B, N)`` validity mask) -> ``(M, D)`` valid tokens and their batch ids."""
+    b, n = x.shape[:2]
+    batch = torch.arange(b, device=x.device).repeat_interleave(n)
+    flat = x.reshape(b * n, *x.shape[2:])
+    if token_mask is None:
+        return flat, batch
+    keep = token_mask.reshape(-1)
+    return flat[keep], batch[keep]
+
+
+def flat_to_dense(x: Tensor, batch: Tensor, batch_size: int | None = None,
+                  max_tokens: int | None = None) -> tuple[Tensor, Tensor]:
+    """Inverse of :func:`dense_to_flat`: ``(M, D)`` + batch ids (sorted) -> ``(B, N, D)`` and ``(B, N)`` mask."""
+    if batch.numel() and bool((batch[1:] < batch[:-1]).any()):
+        raise ValueError("batch must be sorted (tokens of one graph contiguous)")
+    b = int(batch.max()) + 1 if batch_size is None and batch.numel() else (batch_size or 0)
+    counts = torch.bincount(batch, minlength=b)
+    n = int(counts.max()) if max_tokens is None and counts.numel() else (max_tokens or 0)
+    start = torch.cumsum(counts, 0) - counts
+    pos = torch.arange(batch.numel(), device=x.device) - start[batch]
+    out = x.new_zeros((b, n) + tuple(x.shape[1:]))
+    mask = torch.zeros(b, n, dtype=torch.bool, device=x.device)
+    out[batch, pos] = x
+    mask[batch, pos] = True
+    return out, mask
+
+
+# --------------------------------------------------------------------------------------------- mask builders
+
+def complete_mask(n_query: int, n_key: int | None = None, self_loops: bool = True) -> Tensor:
+    """Every query attends to every key (optionally not to itself when square)."""
+    n_key = n_query if n_key is None else n_key
+    mask = torch.ones(n_query, n_key, dtype=torch.bool)
+    if not self_loops:
+        mask.fill_diagonal_(False)
+    return mask
+
+
+def causal_mask(n: int) -> Tensor:
+    """Query ``i`` attends to keys ``j <= i``."""
+    return torch.ones(n, n, dtype=torch.bool).tril()
+
+
+def _as_tuple(value: int | Sequence[int], ndim: int, name: str) -> tuple[int, ...]:
+    if isinstance(value, int):
+        return (value,) * ndim
+    value = tuple(int(v) for v in value)
+    if len(value) != ndim:
+        raise ValueError(f"{name} must be an int or have one entry per grid axis ({ndim}), got {value}")
+    return value
+
+
+def _axis_mask(length: int, k: int, s: int, d: int, causal: bool) -> Tensor:
+    """Generalized Neighborhood Attention rule for one axis: ``(L, L)`` mask[query, key].
+
+    Rules (NATTEN's Flex mask, see ``shared/papers/gna.md``): positions only meet within one dilation group
+    (same residue mod d); queries of a stride group share a leader (the centre for non-causal windows, the
+    last query for causal ones); a non-causal window of k keys is centred on the leader and shifted inward at
+    the borders; a causal window holds keys j <= i with leader - j < k.
+    """
+    if not (1 <= k and 1 <= s <= k and d >= 1):
+        raise ValueError(f"need kernel_size >= 1, 1 <= stride <= kernel_size, dilation >= 1; got k={k}, s={s}, d={d}")
+    if k * d > length:
+        raise ValueError(f"kernel_size * dilation ({k}*{d}) must not exceed the axis length {length}")
+    pos = torch.arange(length)
+    residue, g = pos % d, pos // d                       # group id and coordinate inside the dilation group
+    group_len = (length - residue + d - 1) // d          # length of each position's dilation group
+    if causal:
+        leader = torch.minimum((g // s) * s + s - 1, group_len - 1)
+    else:
+        leader = torch.minimum((g // s) * s + s // 2, group_len - 1)
+    same_group = residue[:, None] == residue[None, :]
+    gi, gj = g[:, None], g[None, :]
+    if causal:
+        inside = (gj <= gi) & (leader[:, None] - gj < k)
+    else:
+        left, right = k // 2, k // 2 + k % 2 - 1
+        centre = torch.maximum(torch.minimum(leader, group_len - 1 - right), torch.full_like(leader, left))
+        inside = (gj >= (centre - left)[:, None]) & (gj <= (centre + right)[:, None])
+    return same_group & inside
+
+
+def neighborhood_mask(shape: int | Sequence[int], kernel_size: int | Sequence[int],
+                      stride: int | Sequence[int] = 1, dilation: int | Sequence[int] = 1,
+                      causal: bool | Sequence[bool] = False) -> Tensor:
+    """Boolean ``(N, N)`` mask of Generalized Neighborhood Attention on a 1-D, 2-D or 3-D grid.
+
+    Tokens are flattened row-major (last axis fastest). The neighbourhood is the Cartesian product of the
+    per-axis neighbourhoods, so a non-causal query sees exactly ``prod(kernel_size)`` keys. ``stride = 1,
+    dilation = 1`` is classic neighbourhood attention, ``stride = kernel_size`` is blocked (Swin-style)
+    window attention and ``kernel_size = shape`` is full attention.
+    """
+    shape = (shape,) if isinstance(shape, int) else tuple(int(v) for v in shape)
+    if not 1 <= len(shape) <= 3:
+        raise ValueError(f"grids of 1 to 3 axes are supported, got shape {shape}")
+    nd = len(shape)
+    ks, ss, ds = (_as_tuple(v, nd, n) for v, n in ((kernel_size, "kernel_size"), (stride, "stride"),
+                                                     (dilation, "dilation")))
+    cs = (causal,) * nd if isinstance(causal, bool) else tuple(bool(c) for c in causal)
+    mask = torch.ones(1, 1, dtype=torch.bool)
+    for length, k, s, d, c in zip(shape, ks, ss, ds, cs):
+        axis = _axis_mask(length, k, s, d, c)
+        # product of axes: mask[(a, b), (a', b')] = mask_a[a, a'] & mask_b[b, b']
+        mask = (mask[:, None, :, None] & axis[None, :, None, :]).reshape(mask.shape[0] * length, -1)
+    return mask
+
+
+def neighborhood_indices(shape: int | Sequence[int], kernel_size: int | Sequence[int],
+                         stride: int | Sequence[int] = 1, dilation: int | Sequence[int] = 1,
+                         causal: bool | Sequence[bool] = False) -> tuple[Tensor, Tensor]:
+    """Key indices of each query's neighbourhood for the gather fast path.
+
+    Returns ``(index, valid)`` of shape ``(N, K)`` with ``K = prod(kernel_size)``: ``index[i]`` lists the keys
+    of query ``i`` (padded with 0 where ``valid`` is False, which only happens for causal windows).
+    """
+    mask = neighborhood_mask(shape, kernel_size, stride, dilation, causal)
+    n = mask.shape[0]
+    nd = 1 if isinstance(shape, int) else len(tuple(shape))
+    k_total = math.prod(_as_tuple(kernel_size, nd, "kernel_size"))
+    counts = mask.sum(1)
+    # stable sort puts the True key positions first, in increasing key order
+    order = torch.sort((~mask).to(torch.int8), dim=1, stable=True).indices[:, :k_total]
+    valid = torch.arange(k_total)[None, :] < counts[:, None]
+    return torch.where(valid, order, torch.zeros_like(order)), valid
+
+
+def grid_coordinates(shape: Sequence[int]) -> Tensor:
+    """``(N, ndim)`` integer coordinates of a row-major grid (helper for positional features)."""
+    return torch.tensor(list(itertools.product(*(range(s) for s in shape))), dtype=torch.long)

@@ -1,0 +1,50 @@
+import torch
+
+from graphattn.attention import GraphAttention, RelationalScore
+from graphattn.graphs import collaborative_kg
+
+
+def test_relational_score_hand_computed_three_nodes():
+    # nodes 0, 1, 2 with 2-d features; edges 1 -> 0 (relation 0) and 2 -> 0 (relation 1)
+    score = RelationalScore(dim=2, num_relations=2, relation_dim=2)
+    with torch.no_grad():
+        score.W_r[0] = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+        score.W_r[1] = torch.tensor([[0.0, 2.0], [1.0, 0.0]])
+        score.e_r[0] = torch.tensor([0.5, -0.5])
+        score.e_r[1] = torch.tensor([0.0, 1.0])
+    x = torch.tensor([[1.0, 2.0], [3.0, -1.0], [0.5, 0.5]])
+    edge_index = torch.tensor([[1, 2], [0, 0]])
+    edge_type = torch.tensor([0, 1])
+    out = score.edge(x, x, edge_index, edge_type).squeeze(-1)
+    # edge 1->0, r=0: W e_t = (3, -1); tanh(W e_h + e_r) = tanh(1.5, 1.5)
+    pi0 = 3 * torch.tanh(torch.tensor(1.5)) - 1 * torch.tanh(torch.tensor(1.5))
+    # edge 2->0, r=1: W e_t = (1, 0.5); W e_h + e_r = (4, 1) + (0, 1) = (4, 2)
+    pi1 = 1 * torch.tanh(torch.tensor(4.0)) + 0.5 * torch.tanh(torch.tensor(2.0))
+    assert torch.allclose(out, torch.stack([pi0, pi1]), atol=1e-6)
+
+    layer = GraphAttention(2, score=score, message="identity", update="none")
+    weights = layer.attention(x, edge_index, edge_type=edge_type).squeeze(-1)
+    # softmax over ALL incoming edges of node 0 across both relations, not per relation
+    assert torch.allclose(weights, torch.softmax(torch.stack([pi0, pi1]), 0), atol=1e-6)
+    agg = layer(x, edge_index, edge_type=edge_type)
+    assert torch.allclose(agg[0], weights[0] * x[1] + weights[1] * x[2], atol=1e-6)
+    assert torch.equal(agg[1:], torch.zeros(2, 2))
+
+
+def test_ckg_layout_and_cross_relation_softmax():
+    # 2 users, 3 entities (items 0, 1), 1 KG relation
+    inter = [[0, 0], [0, 1], [1, 1]]
+    kg = [[0, 0, 2], [1, 0, 2]]
+    g = collaborative_kg(2, 3, inter, kg, n_relations=1)
+    assert g.num_nodes == 5 and g.num_relations == 4
+    edges = set(zip(g.edge_index[0].tolist(), g.edge_index[1].tolist(), g.edge_type.tolist()))
+    assert (0, 3, 0) in edges and (3, 0, 2) in edges          # item 0 -> user 0 (interact) and inverse
+    assert (2, 0, 1) in edges and (0, 2, 3) in edges          # (h=0, r=0, t=2): t -> h with r+1; inverse r+R+2
+    torch.manual_seed(0)
+    layer = GraphAttention(4, score="relational", num_relations=g.num_relations, message="identity", update="none")
+    x = torch.randn(5, 4)
+    w = layer.attention(x, g.edge_index, edge_type=g.edge_type).squeeze(-1)
+    # node 0 (item) receives from user 0 (relation 2) and entity 2 (relation 1): one softmax over both
+    into0 = g.edge_index[1] == 0
+    assert into0.sum() == 2 and len(set(g.edge_type[into0].tolist())) == 2
+    assert torch.allclose(w[into0].sum(), torch.tensor(1.0))
