@@ -62,8 +62,8 @@ def segment_softmax(src: Tensor, index: Tensor, num_segments: int) -> Tensor:
     """
     with torch.no_grad():
         shift = segment_max(src, index, num_segments)
-    z = (src - shift[index]).exp()
-    denom = segment_sum(z, index, num_segments)[index]
+    z = (src - shift.index_select(0, index)).exp()
+    denom = segment_sum(z, index, num_segments).index_select(0, index)
     return z / denom.clamp_min(torch.finfo(z.dtype).tiny)
 
 

@@ -72,7 +72,7 @@ class DotProductScore(Score):
         return q, k
 
     def edge(self, q, k, edge_index, edge_type=None):
-        return (q[edge_index[1]] * k[edge_index[0]]).sum(-1) * self.scale
+        return (q.index_select(0, edge_index[1]) * k.index_select(0, edge_index[0])).sum(-1) * self.scale
 
     def dense(self, q, k):
         return torch.matmul(q, k.transpose(-1, -2)) * self.scale
@@ -107,7 +107,7 @@ class AdditiveScore(Score):
         return q, k
 
     def edge(self, q, k, edge_index, edge_type=None):
-        return (torch.tanh(q[edge_index[1]] + k[edge_index[0]]) * self.v).sum(-1)
+        return (torch.tanh(q.index_select(0, edge_index[1]) + k.index_select(0, edge_index[0])) * self.v).sum(-1)
 
     def dense(self, q, k):
         hidden = torch.tanh(q.unsqueeze(-2) + k.unsqueeze(-3))            # (B, H, Nq, Nk, Dh)
@@ -168,7 +168,7 @@ class RelationalScore(Score):
             if idx.numel() == 0:
                 continue
             w = self.W_r[r]                                                  # (k, d)
-            tail = k[src[idx]] @ w.T                                         # (E_r, k)
-            head = torch.tanh(q[dst[idx]] @ w.T + self.e_r[r])
+            tail = k.index_select(0, src[idx]) @ w.T                                         # (E_r, k)
+            head = torch.tanh(q.index_select(0, dst[idx]) @ w.T + self.e_r[r])
             out[idx] = (tail * head).view(-1, self.heads, self.relation_dim // self.heads).sum(-1)
         return out
