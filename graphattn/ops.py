@@ -21,7 +21,7 @@ from torch import Tensor
 __all__ = [
     "segment_sum", "segment_mean", "segment_max", "segment_softmax", "edge_softmax",
     "mask_to_edge_index", "edge_index_to_mask", "dense_to_flat", "flat_to_dense",
-    "complete_mask", "causal_mask", "neighborhood_mask", "neighborhood_indices",
+    "complete_mask", "causal_mask", "neighborhood_mask", "neighborhood_indices", "FixedAdjacency",
 ]
 
 
@@ -241,3 +241,55 @@ def neighborhood_indices(shape: int | Sequence[int], kernel_size: int | Sequence
 def grid_coordinates(shape: Sequence[int]) -> Tensor:
     """``(N, ndim)`` integer coordinates of a row-major grid (helper for positional features)."""
     return torch.tensor(list(itertools.product(*(range(s) for s in shape))), dtype=torch.long)
+
+
+# --------------------------------------------------------------------------------------------- fixed weights
+
+def _csr(rows: Tensor, cols: Tensor, values: Tensor, n_rows: int, n_cols: int) -> Tensor:
+    """CSR matrix from unsorted triplets (duplicates are kept and summed by products), without coalescing."""
+    order = torch.argsort(rows * n_cols + cols)
+    crow = torch.zeros(n_rows + 1, dtype=torch.long, device=rows.device)
+    crow[1:] = torch.cumsum(torch.bincount(rows, minlength=n_rows), 0)
+    return torch.sparse_csr_tensor(crow, cols[order], values[order], (n_rows, n_cols), check_invariants=False)
+
+
+class _SpMM(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, matrix: Tensor, matrix_t: Tensor, x: Tensor) -> Tensor:
+        ctx.matrix_t = matrix_t
+        return torch.sparse.mm(matrix, x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return None, None, torch.sparse.mm(ctx.matrix_t, grad)
+
+
+class FixedAdjacency:
+    """Attention weights frozen into a sparse ``(num_dst, num_src)`` matrix for repeated propagation.
+
+    ``propagate(x)`` computes ``sum_j w_ij x_j`` for every receiver ``i`` as a CSR sparse-dense product; the
+    backward pass uses a CSR transpose built once, so propagating many times (KGAT reuses one attention matrix
+    for every CF batch of an epoch) costs two sparse products per call and no per-edge tensors. The weights
+    themselves get no gradient (they are constants, as in the official KGAT code).
+
+    Args:
+        edge_index: ``(2, E)`` ``[src; dst]``.
+        weights: ``(E,)`` edge weights (a single head).
+    """
+
+    def __init__(self, edge_index: Tensor, weights: Tensor, num_dst: int, num_src: int | None = None):
+        num_src = num_dst if num_src is None else num_src
+        w = weights.detach().reshape(-1).to(torch.float32)
+        if w.numel() != edge_index.shape[1]:
+            raise ValueError(f"need one weight per edge ({edge_index.shape[1]}), got {w.numel()}")
+        src, dst = edge_index
+        self.matrix = _csr(dst, src, w, num_dst, num_src)
+        self.matrix_t = _csr(src, dst, w, num_src, num_dst)
+        self.shape = (num_dst, num_src)
+
+    def propagate(self, x: Tensor) -> Tensor:
+        """``(num_src, D)`` -> ``(num_dst, D)``."""
+        return _SpMM.apply(self.matrix, self.matrix_t, x.to(self.matrix.dtype) if x.dtype != self.matrix.dtype else x)
+
+    def to_dense(self) -> Tensor:
+        return self.matrix.to_dense()

@@ -48,3 +48,20 @@ def test_ckg_layout_and_cross_relation_softmax():
     into0 = g.edge_index[1] == 0
     assert into0.sum() == 2 and len(set(g.edge_type[into0].tolist())) == 2
     assert torch.allclose(w[into0].sum(), torch.tensor(1.0))
+
+
+def test_fixed_adjacency_equals_layer_propagation_with_gradients():
+    from graphattn.ops import FixedAdjacency
+    torch.manual_seed(0)
+    edge_index = torch.randint(0, 30, (2, 200))
+    layer = GraphAttention(6, score="dot", message="identity", update="none")
+    x = torch.randn(30, 6, requires_grad=True)
+    w = layer.attention(x, edge_index).detach()
+    y = torch.randn(30, 6, requires_grad=True)
+    ref = layer.propagate(w, y, edge_index, 30)
+    fixed = FixedAdjacency(edge_index, w[:, 0], 30).propagate(y)
+    assert torch.allclose(ref, fixed, atol=1e-5)
+    g = torch.randn(30, 6)
+    (gr,) = torch.autograd.grad((ref * g).sum(), y)
+    (gf,) = torch.autograd.grad((fixed * g).sum(), y)
+    assert torch.allclose(gr, gf, atol=1e-5)

@@ -1,0 +1,18 @@
+"""Recommendation on graphattn: datasets, samplers, models (BPRMF, CKE, KGAT, ...), full-ranking evaluation.
+
+Importing this package registers the ``recsys`` task, its datasets and its models.
+"""
+from pathlib import Path
+
+from graphattn.registry import register_task
+
+from . import trainer as _trainer
+from .data.registry import register_all as _register_datasets
+
+_HERE = Path(__file__).resolve().parent
+
+register_task("recsys", trainer=_trainer.train, overall=_HERE / "overall.yaml", model_dir=_HERE / "model",
+              dataset_dir=_HERE / "dataset", path_loader_ok=True)
+_register_datasets()
+
+from . import models  # noqa: E402  (registers BPRMF, CKE, KGAT)

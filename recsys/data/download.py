@@ -1,0 +1,182 @@
+"""Fetching dataset files: resumable HTTP download with verification, and a zip extractor that refuses
+members escaping the target directory.
+
+Integrity: a published sha256 is checked when given; otherwise the hash of the first complete download is
+recorded in ``<cache>/SHA256SUMS`` and later downloads / uses are checked against it.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import stat
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SUMS_FILE = "SHA256SUMS"
+_CHUNK = 1 << 20
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(_CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_sums(directory: str | os.PathLike) -> dict[str, str]:
+    path = Path(directory) / SUMS_FILE
+    if not path.exists():
+        return {}
+    out = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2 or len(parts[0]) != 64:
+            raise ValueError(f"{path} line {n}: expected '<sha256 hex> <file name>', got {line!r}; "
+                             "fix or delete the line")
+        out[parts[1].lstrip("*")] = parts[0]
+    return out
+
+
+def record_sum(directory: str | os.PathLike, filename: str, digest: str) -> None:
+    directory = Path(directory)
+    sums = read_sums(directory)
+    sums[filename] = digest
+    text = "".join(f"{d}  {f}\n" for f, d in sorted(sums.items()))
+    _atomic_write_bytes(directory / SUMS_FILE, text.encode())
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def verify(path: str | os.PathLike, sha256: str | None = None, expected_size: int | None = None) -> str:
+    """Check size and hash of a complete file; returns its sha256. Raises ``ValueError`` on mismatch."""
+    path = Path(path)
+    if expected_size is not None and path.stat().st_size != expected_size:
+        raise ValueError(f"{path}: expected {expected_size} bytes, got {path.stat().st_size}; delete it and "
+                         "download again")
+    digest = sha256_of(path)
+    if sha256 is not None and digest != sha256.lower():
+        raise ValueError(f"{path}: sha256 mismatch, expected {sha256}, got {digest}; the file is corrupt or "
+                         "was changed upstream; delete it and download again")
+    return digest
+
+
+def download(url: str, dest: str | os.PathLike, sha256: str | None = None, expected_size: int | None = None,
+             *, timeout: float = 60.0, show_progress: bool = True) -> Path:
+    """Download ``url`` to ``dest`` (resuming ``dest.part`` with an HTTP Range request), verify, rename.
+
+    Without ``sha256`` the digest recorded in ``dest.parent/SHA256SUMS`` (if any) is used, and the first
+    download records one. An existing ``dest`` is verified and returned without network access.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    recorded = read_sums(dest.parent).get(dest.name)
+    want = sha256 or recorded
+    if dest.exists():
+        verify(dest, want, expected_size)
+        return dest
+    part = dest.with_name(dest.name + ".part")
+    have = part.stat().st_size if part.exists() else 0
+    if expected_size is not None and have > expected_size:
+        part.unlink()
+        have = 0
+    req = urllib.request.Request(url, headers={"User-Agent": "graphattn"})
+    if have:
+        req.add_header("Range", f"bytes={have}-")
+    try:
+        resp = urllib.request.urlopen(req, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have and (expected_size is None or have == expected_size):
+            resp = None  # the .part is already complete
+        else:
+            raise _offline_error(url, dest, e) from e
+    except (urllib.error.URLError, OSError) as e:
+        raise _offline_error(url, dest, e) from e
+    if resp is not None:
+        with resp:
+            if have and resp.status != 206:  # server ignored Range: start over
+                have = 0
+            length = resp.headers.get("Content-Length")
+            total = have + int(length) if length is not None else expected_size
+            from tqdm.auto import tqdm
+            with open(part, "ab" if have else "wb") as fh, tqdm(
+                    total=total, initial=have, unit="B", unit_scale=True, desc=dest.name,
+                    disable=not show_progress, leave=False) as bar:
+                try:
+                    for block in iter(lambda: resp.read(_CHUNK), b""):
+                        fh.write(block)
+                        bar.update(len(block))
+                except (urllib.error.URLError, OSError) as e:
+                    raise _offline_error(url, dest, e, partial=part) from e
+    try:
+        digest = verify(part, want, expected_size)
+    except ValueError:
+        part.unlink(missing_ok=True)
+        raise
+    os.replace(part, dest)
+    if want is None:
+        record_sum(dest.parent, dest.name, digest)
+        log.info("recorded sha256 %s for %s in %s", digest, dest.name, dest.parent / SUMS_FILE)
+    return dest
+
+
+def _offline_error(url: str, dest: Path, err: BaseException, partial: Path | None = None) -> OSError:
+    extra = f" (partial data kept in {partial}; the next call resumes it)" if partial else ""
+    return OSError(f"could not download {url}: {err}{extra}. To work offline, put the file at {dest} "
+                   f"(or set GRAPHATTN_DATA to a folder holding <dataset>/{dest.name})")
+
+
+def safe_unzip(zip_path: str | os.PathLike, target: str | os.PathLike) -> list[Path]:
+    """Extract ``zip_path`` into ``target``; refuse (``ValueError``) absolute paths, members that resolve
+    outside ``target`` and symlinks, before writing anything. Files are written atomically."""
+    zip_path, target = Path(zip_path), Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    root = target.resolve()
+    out = []
+    with zipfile.ZipFile(zip_path) as zf:
+        members = zf.infolist()
+        for m in members:
+            name = m.filename
+            mode = (m.external_attr >> 16) & 0o170000
+            if mode == stat.S_IFLNK:
+                raise ValueError(f"{zip_path}: member {name!r} is a symlink; refusing to extract")
+            if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+                raise ValueError(f"{zip_path}: member {name!r} has an absolute path; refusing to extract")
+            resolved = (root / name).resolve()
+            if resolved != root and root not in resolved.parents:
+                raise ValueError(f"{zip_path}: member {name!r} would be written outside {root}; "
+                                 "refusing to extract")
+        for m in members:
+            dest = (root / m.filename).resolve()
+            if m.is_dir():
+                dest.mkdir(parents=True, exist_ok=True)
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as fh, zf.open(m) as src:
+                    shutil.copyfileobj(src, fh, _CHUNK)
+                os.replace(tmp, dest)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            out.append(dest)
+    return out

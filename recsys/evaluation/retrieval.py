@@ -1,0 +1,113 @@
+"""Serving-side top-K retrieval over item embeddings (faiss or exact torch), with saved indexes.
+
+    r = Retriever.from_embeddings(user_emb, item_emb, exclude_csr)   # e.g. dataset.csr("train")
+    items, scores = r.recommend(np.array([0, 5]), k=10)
+    r.save("items.faiss"); r2 = Retriever.load("items.faiss", user_emb, exclude_csr)
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from .evaluator import SPARE, _np32, build_faiss_index, exact_candidates, faiss_candidates, rerank
+
+
+class Retriever:
+    """Top-K items for query vectors by inner product.
+
+    Args:
+        item_emb: ``(I, d)`` item embeddings (used to re-score candidates exactly).
+        backend: ``"faiss"`` or ``"exact"``.
+        index: faiss factory string (``"Flat"``, ``"HNSW32"``, ``"IVF64,Flat"``, ...).
+        user_emb: ``(U, d)``, enables ``recommend(user_ids, k)``.
+        exclude: ``(U, I)`` CSR of items never to return for a user id (e.g. training items).
+    """
+
+    def __init__(self, item_emb: torch.Tensor | np.ndarray | None, backend: str = "faiss", index: str = "Flat",
+                 user_emb: torch.Tensor | np.ndarray | None = None, exclude: sp.spmatrix | None = None,
+                 faiss_index: Any = None, faiss_params: str | None = None) -> None:
+        if backend not in ("faiss", "exact"):
+            raise ValueError(f"backend must be 'faiss' or 'exact', got {backend!r}")
+        if item_emb is None and faiss_index is None:
+            raise ValueError("Retriever needs item_emb or a built faiss index")
+        if backend == "exact" and item_emb is None:
+            raise ValueError("the exact backend needs item_emb")
+        self.backend, self.index_name = backend, index
+        self.item_emb = None if item_emb is None else torch.as_tensor(_np32(item_emb))
+        self.user_emb = None if user_emb is None else torch.as_tensor(_np32(user_emb))
+        self.exclude = None if exclude is None else sp.csr_matrix(exclude)
+        self.index = faiss_index
+        if backend == "faiss" and self.index is None:
+            self.index = build_faiss_index(self.item_emb, index, faiss_params)
+        self.n_items = int(self.item_emb.shape[0]) if self.item_emb is not None else int(self.index.ntotal)
+        if self.exclude is not None and self.exclude.shape[1] != self.n_items:
+            raise ValueError(f"exclude has {self.exclude.shape[1]} columns, expected n_items={self.n_items}")
+
+    @classmethod
+    def from_embeddings(cls, user_emb: torch.Tensor | np.ndarray, item_emb: torch.Tensor | np.ndarray,
+                        exclude: sp.spmatrix | None = None, backend: str = "faiss",
+                        index: str = "Flat") -> "Retriever":
+        return cls(item_emb, backend=backend, index=index, user_emb=user_emb, exclude=exclude)
+
+    def recommend(self, users_or_emb: np.ndarray | torch.Tensor | list[int], k: int = 10,
+                  exclude: sp.spmatrix | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(items (Q, k) int64, scores (Q, k) float)`` for user ids (1-D ints, needs ``user_emb``) or query
+        vectors ``(Q, d)``. ``exclude`` rows align with the queries; for user ids it defaults to the
+        rows of the ``exclude`` given at construction. Missing slots are item -1, score -inf."""
+        q = torch.as_tensor(np.asarray(users_or_emb) if isinstance(users_or_emb, list) else users_or_emb)
+        if q.ndim == 1:
+            if self.user_emb is None:
+                raise ValueError("recommend(user_ids) needs user_emb; build with Retriever.from_embeddings or "
+                                 "pass query vectors of shape (Q, d)")
+            ids = q.to(torch.int64).numpy()
+            q = self.user_emb[torch.from_numpy(ids)]
+            if exclude is None and self.exclude is not None:
+                exclude = self.exclude[ids]
+        q = torch.as_tensor(_np32(q))
+        excl = sp.csr_matrix((q.shape[0], self.n_items), dtype=np.float32) if exclude is None \
+            else sp.csr_matrix(exclude)
+        if excl.shape != (q.shape[0], self.n_items):
+            raise ValueError(f"exclude has shape {excl.shape}, expected ({q.shape[0]}, {self.n_items}) = "
+                             "(queries, items)")
+        if self.backend == "exact":
+            cand, valid = exact_candidates(q, self.item_emb, excl, k + SPARE)
+        else:
+            cand, valid = faiss_candidates(self.index, q, excl, k + SPARE, self.n_items)
+        return rerank(q, self.item_emb, cand, valid, k)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the faiss index (atomically)."""
+        import faiss
+        path = Path(path)
+        index = self.index if self.index is not None else build_faiss_index(self.item_emb, self.index_name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            faiss.write_index(index, tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, user_emb: torch.Tensor | np.ndarray | None = None,
+             exclude: sp.spmatrix | None = None) -> "Retriever":
+        import faiss
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found; write one with Retriever.save(path)")
+        index = faiss.read_index(str(path))
+        try:
+            item_emb = index.reconstruct_n(0, index.ntotal)
+        except RuntimeError:  # IVF indexes reconstruct only with a direct map
+            faiss.extract_index_ivf(index).make_direct_map()
+            item_emb = index.reconstruct_n(0, index.ntotal)
+        return cls(item_emb, backend="faiss", user_emb=user_emb, exclude=exclude, faiss_index=index)

@@ -1,0 +1,190 @@
+"""KGAT: knowledge-graph attention network for recommendation."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from graphattn.attention import GraphAttention, RelationalScore
+from graphattn.graphs import collaborative_kg
+from graphattn.ops import FixedAdjacency
+from graphattn.registry import register_model
+
+from ..sampler import BPRSampler, KGSampler
+from .base import RecModel, bpr_loss, l2_half
+
+
+@register_model("KGAT", task="recsys")
+class KGAT(RecModel):
+    r"""KGAT: Knowledge Graph Attention Network for Recommendation (Wang, He, Cao, Liu, Chua; KDD 2019,
+    https://arxiv.org/abs/1905.07854), faithful to the authors' TensorFlow code.
+
+    Users and entities (items first) share one embedding table over the collaborative knowledge graph (CKG)
+    built by :func:`graphattn.graphs.collaborative_kg` (interact edges, every KG relation and its inverse,
+    ``2R + 2`` relation ids). Each propagation layer is a :class:`~graphattn.attention.GraphAttention` with
+
+    * score: the relational score ``pi(h, r, t) = (W_r e_t)^T tanh(W_r e_h + e_r)``, one
+      :class:`~graphattn.attention.RelationalScore` shared by all layers and by the TransR loss;
+    * normaliser: softmax over ALL incoming edges of a head, across relation types;
+    * message: the raw tail embedding ``e_t``;
+    * update: the aggregator (``bi``: ``LeakyReLU(W1(e_h + e_N)) + LeakyReLU(W2(e_h * e_N))``, ``gcn``,
+      ``graphsage``), LeakyReLU slope 0.2 (TensorFlow's default), bias on every W.
+
+    Then message dropout and a row-wise L2 normalisation of each layer's output (layer 0 is not normalised);
+    the readout concatenates layers 0..L and scores ``y(u, i) = e_u*^T e_i*``. Training alternates a CF phase
+    (BPR loss + ``reg_weight[0]`` x L2 of the batch's final embeddings / batch size) and a KG phase (TransR:
+    ``softplus(g(h,r,t) - g(h,r,t'))`` with ``g = ||W_r e_h + e_r - W_r e_t||^2``, corrupted tails drawn from
+    all nodes, + ``reg_weight[1]`` x L2 of the projections / batch size), with separate Adam optimizers.
+
+    Official behaviours kept (see ``shared/papers/kgat.md``): ``attention_mode: fixed`` recomputes the attention
+    matrix once per epoch, after the KG phase, from the layer-0 embeddings, and uses it as a constant for
+    every layer in the CF phase (no CF gradient flows into it); before the first refresh the matrix is
+    ``sum_r D_r^{-1} A_r`` (per-relation row-normalised adjacency). ``attention_mode: end_to_end`` recomputes
+    the attention from the current layer-0 embeddings in every CF step with gradient (the paper's reading).
+    ``use_attention: false`` keeps the initial per-relation normalised adjacency throughout.
+
+    Deviations: the GraphSage aggregator normalises the layer output like the others (the official code
+    normalises the pre-linear concatenation, a bug); no BPR-MF pretraining is loaded (``--pretrain -1`` in the
+    README needs ``mf.npz`` files that are not published); node dropout, parsed but unused upstream, is absent.
+
+    Args (config keys): ``embedding_size`` 64, ``kg_embedding_size`` 64, ``layers`` [64, 32, 16],
+    ``aggregator`` bi, ``mess_dropout`` [0.1, 0.1, 0.1], ``reg_weight`` [1e-5, 1e-5], ``kg_batch_size`` 0
+    (official rule), ``attention_mode`` fixed, ``use_attention`` true, ``negative_slope`` 0.2.
+
+    Shapes: node embeddings (n_entities + n_users, d); readout (n, d + sum(layers)).
+    """
+
+    phases = ("cf", "kg")
+
+    def __init__(self, config, data):
+        super().__init__(config, data)
+        d, k = config["embedding_size"], config["kg_embedding_size"]
+        sizes = [d] + list(config["layers"])
+        dropout = list(config["mess_dropout"])
+        if len(dropout) != len(sizes) - 1:
+            raise ValueError(f"mess_dropout needs one value per layer ({len(sizes) - 1}), got {dropout}")
+        if config["attention_mode"] not in ("fixed", "end_to_end"):
+            raise ValueError(f"attention_mode must be 'fixed' or 'end_to_end', got {config['attention_mode']!r}")
+        self.attention_mode, self.use_attention = config["attention_mode"], bool(config["use_attention"])
+        self.reg_cf, self.reg_kg = (float(v) for v in config["reg_weight"])
+        self.mess_dropout = dropout
+        self.n_entities, self.n_kg_relations = data.n_entities, data.n_relations
+
+        graph = collaborative_kg(data.n_users, data.n_entities, data.train, data.kg, data.n_relations)
+        self.n_nodes, self.n_relations = graph.num_nodes, graph.num_relations
+        self.register_buffer("edge_index", graph.edge_index, persistent=False)
+        self.register_buffer("edge_type", graph.edge_type, persistent=False)
+
+        self.embedding = nn.Embedding(self.n_nodes, d)
+        self.score = RelationalScore(d, self.n_relations, k)
+        self.layers = nn.ModuleList(
+            GraphAttention(sizes[l], sizes[l + 1], score=self.score, normalizer="dst_softmax", message="identity",
+                           update=config["aggregator"], negative_slope=config["negative_slope"])
+            for l in range(len(sizes) - 1))
+        self.reset_parameters()
+        # the fixed attention of every CKG edge; a buffer so that checkpoints carry it
+        self.register_buffer("edge_attention", self._relation_normalised_weights())
+        self._adjacency: FixedAdjacency | None = None
+
+    def reset_parameters(self) -> None:
+        nn.init.xavier_uniform_(self.embedding.weight)
+        self.score.reset_parameters()
+        for layer in self.layers:
+            for m in layer.update.modules():
+                if isinstance(m, nn.Linear):
+                    nn.init.xavier_uniform_(m.weight)
+                    nn.init.zeros_(m.bias)
+
+    def _relation_normalised_weights(self) -> Tensor:
+        """Initial weights ``sum_r D_r^{-1} A_r``: 1 / (number of edges of relation r into the head)."""
+        key = self.edge_index[1] * self.n_relations + self.edge_type
+        _, inverse, counts = torch.unique(key, return_inverse=True, return_counts=True)
+        return 1.0 / counts[inverse].float()
+
+    # ------------------------------------------------------------------------------------------- graph
+
+    def user_nodes(self, users: Tensor) -> Tensor:
+        return users + self.n_entities
+
+    @torch.no_grad()
+    def attention_weights(self) -> Tensor:
+        """Normalised attention ``alpha(h, r, t)`` of every CKG edge from the current layer-0 embeddings."""
+        return self.layers[0].attention(self.embedding.weight, self.edge_index, edge_type=self.edge_type)[:, 0]
+
+    def refresh_attention(self) -> None:
+        """Recompute the fixed attention matrix (official: once per epoch, after the KG phase)."""
+        if self.use_attention:
+            self.edge_attention = self.attention_weights().float()
+            self._adjacency = None
+
+    @property
+    def adjacency(self) -> FixedAdjacency:
+        """The sparse matrix of ``edge_attention``, built once per refresh (and per device)."""
+        if self._adjacency is None or self._adjacency.matrix.device != self.edge_attention.device:
+            self._adjacency = FixedAdjacency(self.edge_index, self.edge_attention, self.n_nodes)
+        return self._adjacency
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        self._adjacency = None
+        return super().load_state_dict(state_dict, strict, assign)
+
+    def on_epoch_end(self) -> None:
+        self.refresh_attention()
+
+    def propagate(self) -> Tensor:
+        """All node representations: the concatenation of layer 0..L (dropout only in training mode)."""
+        x = self.embedding.weight
+        outputs = [x]
+        weights = None
+        if self.attention_mode == "end_to_end" and self.use_attention:
+            weights = self.layers[0].attention(x, self.edge_index, edge_type=self.edge_type)
+        for layer, p in zip(self.layers, self.mess_dropout):
+            if weights is None:
+                agg = self.adjacency.propagate(x)
+            else:
+                agg = layer.propagate(weights, x, self.edge_index, self.n_nodes)
+            x = F.dropout(layer.update(x, agg), p, self.training)
+            outputs.append(F.normalize(x, dim=1))
+        return torch.cat(outputs, dim=1)
+
+    # ------------------------------------------------------------------------------------------- losses
+
+    def samplers(self, config, data, seed):
+        cf = BPRSampler(data.train, data.n_items, config["train_batch_size"], seed)
+        heads, rels, tails = self.edge_index[1].cpu().numpy(), self.edge_type.cpu().numpy(), self.edge_index[0].cpu().numpy()
+        n_kg = max(len(data.kg), 1)
+        bs = config["kg_batch_size"] or max(1, n_kg // max(1, len(data.train) // config["train_batch_size"]))
+        kg = KGSampler(np.stack([heads, rels, tails], 1), self.n_nodes, self.n_relations, bs, seed=seed + 1)
+        return {"cf": cf, "kg": kg}
+
+    def optimizers(self, config):
+        # two Adam optimizers with their own state, as the official code's opt / opt2
+        lr = config["learning_rate"]
+        return {"cf": torch.optim.Adam(self.parameters(), lr=lr), "kg": torch.optim.Adam(self.parameters(), lr=lr)}
+
+    def cf_loss(self, users, pos, neg):
+        reps = self.propagate()
+        u, i, j = reps[self.user_nodes(users)], reps[pos], reps[neg]
+        mf = bpr_loss((u * i).sum(-1), (u * j).sum(-1))
+        reg = self.reg_cf * l2_half(u, i, j) / users.numel()
+        return mf + reg, {"bpr": mf.item()}
+
+    def kg_loss(self, heads, relations, tails, neg_tails):
+        emb = self.embedding.weight
+        W = self.score.W_r[relations]                                           # (B, k, d)
+        e_r = self.score.e_r[relations]                                         # (B, k)
+        h, t, n = (torch.bmm(W, emb[x].unsqueeze(-1)).squeeze(-1) for x in (heads, tails, neg_tails))
+        pos = (h + e_r - t).pow(2).sum(-1)
+        neg = (h + e_r - n).pow(2).sum(-1)
+        loss = F.softplus(pos - neg).mean()
+        reg = self.reg_kg * l2_half(h, e_r, t, n) / heads.numel()
+        return loss + reg, {"transr": loss.item()}
+
+    # ------------------------------------------------------------------------------------------- inference
+
+    @torch.no_grad()
+    def full_sort_embeddings(self):
+        reps = self.propagate()
+        users = reps[self.n_entities:]
+        return users, reps[: self.n_items]
