@@ -22,6 +22,7 @@ __all__ = [
     "segment_sum", "segment_mean", "segment_max", "segment_softmax", "edge_softmax",
     "mask_to_edge_index", "edge_index_to_mask", "dense_to_flat", "flat_to_dense",
     "complete_mask", "causal_mask", "neighborhood_mask", "neighborhood_indices", "FixedAdjacency",
+    "typed_linear",
 ]
 
 
@@ -293,3 +294,23 @@ class FixedAdjacency:
 
     def to_dense(self) -> Tensor:
         return self.matrix.to_dense()
+
+
+def typed_linear(x: Tensor, types: Tensor, weight: Tensor) -> Tensor:
+    """``out[i] = weight[types[i]] @ x[i]``: a linear map chosen per row by its type (relation projections).
+
+    Rows are grouped by type and each group is one matrix product, so the cost is that of ``len(x)`` dense
+    rows, not of a batched matrix-vector product over gathered ``(B, k, d)`` weights (which is slow on CPU
+    and materialises B copies of the weights).
+
+    Shapes: x (B, d), types (B,), weight (T, k, d) -> (B, k).
+    """
+    if x.shape[0] != types.shape[0]:
+        raise ValueError(f"one type per row needed: x has {x.shape[0]} rows, types {types.shape[0]}")
+    out = x.new_empty(x.shape[0], weight.shape[1])
+    order = torch.argsort(types, stable=True)
+    counts = torch.bincount(types, minlength=weight.shape[0]).tolist()
+    for t, idx in enumerate(torch.split(order, counts)):
+        if idx.numel():
+            out[idx] = x.index_select(0, idx) @ weight[t].T
+    return out

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from graphattn.registry import get_dataset, get_model
-from graphattn.train import EarlyStopping, RunDir, find_checkpoint, load_checkpoint, progress
+from graphattn.train import EarlyStopping, RunDir, find_checkpoint, load_checkpoint, progress, resolve_device
 
 from .evaluation import FullRankEvaluator
 
@@ -78,8 +78,13 @@ def load_data(config: Mapping):
 
 def train(config: Mapping, run: RunDir) -> dict[str, float]:
     """Train ``config["model"]`` on ``config["dataset"]``; return the test metrics of the best epoch."""
+    return fit(config, run)[0]
+
+
+def fit(config: Mapping, run: RunDir):
+    """Like :func:`train`, returning ``(test_metrics, model, data)`` (the model holds the best epoch)."""
     log = run.logger
-    device = torch.device(config["device"])
+    device = resolve_device(config["device"])
     data = load_data(config)
     log.info("dataset %s", data)
     model = get_model(config["model"])(config, data).to(device)
@@ -133,7 +138,7 @@ def train(config: Mapping, run: RunDir) -> dict[str, float]:
     test = evaluate(model, data, "test", evaluator)
     run.log_test(test)
     run.plot_curves()
-    return test
+    return test, model, data
 
 
 def _json_rng(rng: np.random.Generator) -> dict:

@@ -14,6 +14,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..ops import typed_linear
+
 __all__ = ["Score", "DotProductScore", "AdditiveScore", "RelationalScore"]
 
 
@@ -160,15 +162,7 @@ class RelationalScore(Score):
             raise ValueError(f"edge_type must lie in [0, {self.num_relations}), "
                              f"got range [{int(edge_type.min())}, {int(edge_type.max())}]")
         src, dst = edge_index
-        out = q.new_empty(src.numel(), self.heads)
-        order = torch.argsort(edge_type, stable=True)
-        counts = torch.bincount(edge_type, minlength=self.num_relations).tolist()
         # one matmul per relation over that relation's edges: vectorised over edges, a loop over R types only
-        for r, idx in enumerate(torch.split(order, counts)):
-            if idx.numel() == 0:
-                continue
-            w = self.W_r[r]                                                  # (k, d)
-            tail = k.index_select(0, src[idx]) @ w.T                                         # (E_r, k)
-            head = torch.tanh(q.index_select(0, dst[idx]) @ w.T + self.e_r[r])
-            out[idx] = (tail * head).view(-1, self.heads, self.relation_dim // self.heads).sum(-1)
-        return out
+        tail = typed_linear(k.index_select(0, src), edge_type, self.W_r)              # (E, k)
+        head = torch.tanh(typed_linear(q.index_select(0, dst), edge_type, self.W_r) + self.e_r[edge_type])
+        return (tail * head).view(-1, self.heads, self.relation_dim // self.heads).sum(-1)

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from graphattn.ops import typed_linear
 from graphattn.registry import register_model
 
 from ..sampler import BPRSampler, KGSampler
@@ -26,9 +27,6 @@ class _Joint:
             yield self.cf.sample(), self.kg.sample()
 
 
-def transr_distance(W: torch.Tensor, e_r: torch.Tensor, h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """``||W_r h + e_r - W_r t||^2`` per row; W (B, k, d), e_r (B, k), h/t (B, d) -> (B,)."""
-    return (torch.bmm(W, (h - t).unsqueeze(-1)).squeeze(-1) + e_r).pow(2).sum(-1)
 
 
 @register_model("CKE", task="recsys")
@@ -83,11 +81,11 @@ class CKE(RecModel):
         return self.cf_loss(*batch)
 
     def kg_terms(self, h, r, t, neg):
-        W, e_r = self.W_r[r], self.relation_embedding(r)
-        eh, et, en = self.entity_embedding(h), self.entity_embedding(t), self.entity_embedding(neg)
-        loss = F.softplus(transr_distance(W, e_r, eh, et) - transr_distance(W, e_r, eh, en)).mean()
-        proj = [torch.bmm(W, x.unsqueeze(-1)).squeeze(-1) for x in (eh, et, en)]
-        reg = self.reg_kg * l2_half(*proj, e_r) / h.numel()
+        e_r = self.relation_embedding(r)
+        ph, pt, pn = (typed_linear(self.entity_embedding(x), r, self.W_r) for x in (h, t, neg))
+        pos, negative = (ph + e_r - pt).pow(2).sum(-1), (ph + e_r - pn).pow(2).sum(-1)
+        loss = F.softplus(pos - negative).mean()
+        reg = self.reg_kg * l2_half(ph, pt, pn, e_r) / h.numel()
         return loss, reg
 
     def cf_loss(self, users, pos, neg, kg_batch=None):

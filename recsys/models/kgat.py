@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from graphattn.attention import GraphAttention, RelationalScore
 from graphattn.graphs import collaborative_kg
-from graphattn.ops import FixedAdjacency
+from graphattn.ops import FixedAdjacency, typed_linear
 from graphattn.registry import register_model
 
 from ..sampler import BPRSampler, KGSampler
@@ -172,9 +172,8 @@ class KGAT(RecModel):
 
     def kg_loss(self, heads, relations, tails, neg_tails):
         emb = self.embedding.weight
-        W = self.score.W_r[relations]                                           # (B, k, d)
         e_r = self.score.e_r[relations]                                         # (B, k)
-        h, t, n = (torch.bmm(W, emb[x].unsqueeze(-1)).squeeze(-1) for x in (heads, tails, neg_tails))
+        h, t, n = (typed_linear(emb.index_select(0, x), relations, self.score.W_r) for x in (heads, tails, neg_tails))
         pos = (h + e_r - t).pow(2).sum(-1)
         neg = (h + e_r - n).pow(2).sum(-1)
         loss = F.softplus(pos - neg).mean()

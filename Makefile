@@ -1,0 +1,33 @@
+# make test / make run work on a fresh machine with only Python 3.11: the venv is built on first use.
+VENV = .venv
+PY = $(VENV)/bin/python
+PYTHON ?= python3
+# The pinned torch comes first so that no later requirement pulls another (multi-GB CUDA) build.
+TORCH_SPEC ?= torch==2.13.0
+STAMP = $(VENV)/.installed
+
+.PHONY: run test bench clean
+
+$(STAMP): setup.py pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install "$(TORCH_SPEC)"
+	$(PY) -m pip install -e ".[test]"
+	# recbole is a reference for benchmarks; its own pins break on numpy 2, so no dependencies.
+	$(PY) -m pip install --no-deps recbole==1.2.1
+	touch $@
+
+run: $(STAMP)
+	$(PY) run.py --model KGAT --dataset ml-100k
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	@set -e; found=0; for f in bench/*.py; do \
+		[ -e "$$f" ] || continue; found=1; \
+		echo "== $$f"; $(PY) "$$f"; \
+	done; [ "$$found" = 1 ] || echo "no bench/*.py scripts"
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .hypothesis
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,539 @@
+"""Training pieces every task shares: seeding, device, run folders, checkpoints, early stopping, progress.
+
+Nothing here knows about a particular task or model; each domain's trainer puts these together.
+A run folder ``<checkpoint_dir>/<model>-<dataset>-<YYYYmmdd-HHMMSS>/`` holds:
+
+- ``config.yaml``  the merged config
+- ``run.log``      the run's log (also printed to the console)
+- ``metrics.json`` ``{"train": [{"epoch", <losses>}], "evaluations": [{"epoch", "split", <metrics>}], "test": {...}}``
+- ``last.pt`` / ``best.pt`` checkpoints (plain dicts of tensors and numbers; read with ``weights_only=True``)
+- ``curves.png``   training losses and validation metrics against the epoch
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator, TypeVar
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from graphattn.config import Config, load_yaml
+
+__all__ = [
+    "seed_everything",
+    "resolve_device",
+    "capture_rng_state",
+    "restore_rng_state",
+    "RunDir",
+    "load_checkpoint",
+    "find_checkpoint",
+    "EarlyStopping",
+    "progress",
+    "format_metrics_table",
+]
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- seeding and device
+
+
+def seed_everything(seed: int, reproducibility: bool = True) -> None:
+    """Seed python's ``random``, numpy and torch (all devices).
+
+    With ``reproducibility`` cuDNN picks deterministic kernels and stops autotuning; without it,
+    cuDNN autotunes (faster, not bit-reproducible).
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = bool(reproducibility)
+    torch.backends.cudnn.benchmark = not reproducibility
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cpu``, ``cuda``, ``cuda:N``, ``mps`` as given.
+
+    Asking for an accelerator that is not there is a ``ValueError`` rather than a later crash.
+    """
+    if isinstance(name, torch.device):
+        name = str(name)
+    if not isinstance(name, str):
+        raise TypeError(f"device must be a str such as 'auto', 'cpu' or 'cuda', got {type(name).__name__}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device: expected auto, cpu, cuda or cuda:N, got {name!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device '{name}' requested but CUDA is not available here; use device: cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device '{name}' requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    elif device.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise ValueError(f"device '{name}' requested but MPS is not available here; use device: cpu or auto")
+    elif device.type != "cpu":
+        raise ValueError(f"device: expected auto, cpu, cuda, cuda:N or mps, got {name!r}")
+    return device
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Random generator states of python, numpy and torch, as tensors and numbers (checkpoint-safe)."""
+    py_version, py_state, py_gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": {"version": py_version, "state": torch.tensor(py_state, dtype=torch.int64), "gauss": py_gauss},
+        "numpy": {
+            "name": np_name,
+            "keys": torch.from_numpy(np_keys.astype(np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "gauss": float(np_gauss),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(x) for x in py["state"].tolist()), py["gauss"]))
+    nps = state["numpy"]
+    np.random.set_state((nps["name"], nps["keys"].numpy().astype(np.uint32), nps["pos"], nps["has_gauss"], nps["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _jsonable(value: Any) -> Any:
+    """Tensors / numpy scalars -> python numbers; NaN and inf -> None (strict JSON has neither)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        return _jsonable(value.item() if value.numel() == 1 else value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint written by :meth:`RunDir.save_checkpoint` (``weights_only=True``, onto the CPU)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint '{path}' not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated / foreign files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"checkpoint '{path}' could not be read (corrupt, or not saved as tensors and plain values): {first}") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint '{path}': expected a dict, got {type(state).__name__}")
+    return state
+
+
+def find_checkpoint(resume: str | Path, name: str = "last.pt") -> Path:
+    """The checkpoint to resume from: ``resume`` itself if a file, else ``<resume>/<name>``."""
+    resume = Path(resume)
+    if resume.is_file():
+        return resume
+    if resume.is_dir():
+        candidate = resume / name
+        if candidate.is_file():
+            return candidate
+        raise FileNotFoundError(f"resume: run folder '{resume}' has no {name}; nothing to resume from")
+    raise FileNotFoundError(f"resume: '{resume}' is neither a run folder nor a checkpoint file")
+
+
+# --------------------------------------------------------------------------- run folder
+
+
+class _ConsoleHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (test runners swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: D102
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "run"
+
+
+class RunDir:
+    """One run's folder: config, log, metrics history, checkpoints and curves.
+
+    Build with :meth:`create` (new run) or :meth:`open` (existing run, e.g. to resume). Close with
+    :meth:`close` (or use as a context manager) to release the log file.
+    """
+
+    def __init__(self, path: Path, log_level: str = "INFO") -> None:
+        self.path = Path(path)
+        self.history: dict[str, Any] = {"train": [], "evaluations": [], "test": {}}
+        level = logging.getLevelName(str(log_level).upper())
+        if not isinstance(level, int):
+            raise ValueError(f"log_level: expected DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
+        self.logger = logging.getLogger(f"graphattn.run.{self.path.resolve()}")
+        self.logger.setLevel(level)
+        self.logger.propagate = False
+        for handler in list(self.logger.handlers):
+            self.logger.removeHandler(handler)
+            handler.close()
+        file_handler = logging.FileHandler(self.path / "run.log", encoding="utf-8")
+        file_handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+        console = _ConsoleHandler()
+        console.setFormatter(logging.Formatter(_LOG_FORMAT, datefmt="%H:%M:%S"))
+        self.logger.addHandler(file_handler)
+        self.logger.addHandler(console)
+
+    @classmethod
+    def create(cls, config: Config) -> RunDir:
+        """Make ``<checkpoint_dir>/<model>-<dataset>-<YYYYmmdd-HHMMSS>[-N]/`` and save ``config.yaml`` in it."""
+        root = Path(config["checkpoint_dir"])
+        base = f"{_safe_name(config['model'])}-{_safe_name(Path(config['dataset']).name)}-{time.strftime('%Y%m%d-%H%M%S')}"
+        root.mkdir(parents=True, exist_ok=True)
+        path = root / base
+        n = 0
+        while True:
+            try:
+                path.mkdir()
+                break
+            except FileExistsError:
+                n += 1
+                path = root / f"{base}-{n}"
+        config.save(path / "config.yaml")
+        run = cls(path, log_level=config["log_level"])
+        run.logger.info("run folder %s", path)
+        return run
+
+    @classmethod
+    def open(cls, path: str | Path, config: Config | None = None) -> RunDir:
+        """Reopen an existing run folder (or the folder of a checkpoint file), restoring its history.
+
+        With ``config``, checks it is for the same model and dataset and saves it as the folder's
+        ``config.yaml`` (a resumed run may change, say, ``epochs``).
+        """
+        path = Path(path)
+        if path.is_file():
+            path = path.parent
+        saved = path / "config.yaml"
+        if not saved.is_file():
+            raise FileNotFoundError(f"'{path}' is not a run folder: it has no config.yaml")
+        old = load_yaml(saved)
+        if config is not None:
+            for key in ("model", "dataset"):
+                if old.get(key) != config[key]:
+                    raise ValueError(f"cannot resume '{path}': it ran {key} '{old.get(key)}', this config has '{config[key]}'")
+            config.save(saved)
+        run = cls(path, log_level=(config["log_level"] if config is not None else old.get("log_level", "INFO")))
+        metrics = path / "metrics.json"
+        if metrics.is_file():
+            try:
+                data = json.loads(metrics.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as exc:
+                run.close()
+                raise ValueError(f"{metrics}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+            for key in ("train", "evaluations"):
+                run.history[key] = list(data.get(key, []))
+            run.history["test"] = dict(data.get("test", {}))
+        run.logger.info("reopened run folder %s", path)
+        return run
+
+    # ------------------------------------------------------------------ history
+
+    def _write_metrics(self) -> None:
+        text = json.dumps(_jsonable(self.history), indent=2, allow_nan=False)
+        _atomic_write_bytes(self.path / "metrics.json", (text + "\n").encode("utf-8"))
+
+    def log_train(self, epoch: int, **losses: Any) -> None:
+        """Record one epoch's training losses (``loss=..., reg_loss=...``)."""
+        row = {"epoch": int(epoch), **_jsonable(losses)}
+        self.history["train"].append(row)
+        self._write_metrics()
+        self.logger.info("epoch %d train %s", epoch, " ".join(f"{k}={_fmt_number(v)}" for k, v in row.items() if k != "epoch"))
+
+    def log_metrics(self, step: int, split: str, metrics: dict[str, Any]) -> None:
+        """Record one evaluation (``split`` is usually ``"valid"``) at epoch ``step``."""
+        row = {"epoch": int(step), "split": str(split), **_jsonable(metrics)}
+        self.history["evaluations"].append(row)
+        self._write_metrics()
+        self.logger.info("epoch %d %s %s", step, split, " ".join(f"{k}={_fmt_number(v)}" for k, v in metrics.items()))
+
+    def log_test(self, metrics: dict[str, Any]) -> None:
+        """Record the final test metrics."""
+        self.history["test"] = _jsonable(dict(metrics))
+        self._write_metrics()
+        self.logger.info("test %s", " ".join(f"{k}={_fmt_number(v)}" for k, v in metrics.items()))
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save_checkpoint(self, state: dict[str, Any], name: str = "last.pt") -> Path:
+        """Save ``state`` (tensors, numbers, strings, lists, dicts) atomically as ``<run>/<name>``."""
+        if not isinstance(state, dict):
+            raise TypeError(f"checkpoint state must be a dict, got {type(state).__name__}")
+        path = self.path / name
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.path)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                torch.save(state, fh)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return path
+
+    # ------------------------------------------------------------------ curves
+
+    def plot_curves(self) -> Path:
+        """Write ``curves.png``: one panel for the training losses, one per validation metric (all its @k together)."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        train = self.history["train"]
+        loss_keys = sorted({k for row in train for k, v in row.items() if k != "epoch" and isinstance(v, (int, float))})
+        evals = [row for row in self.history["evaluations"] if row.get("split") == "valid"] or self.history["evaluations"]
+        split = evals[0].get("split", "valid") if evals else "valid"
+        metric_keys = sorted({k for row in evals for k, v in row.items() if k not in ("epoch", "split") and isinstance(v, (int, float)) and not isinstance(v, bool)})
+        # recall@10, recall@20 share the "recall" panel, one line per cut-off
+        panels_of: dict[str, list[str]] = {}
+        for key in metric_keys:
+            match = _AT_K.match(key)
+            panels_of.setdefault(match["name"] if match else key, []).append(key)
+        panels = 1 + len(panels_of)
+        cols = min(panels, 3)
+        rows = math.ceil(panels / cols)
+        fig = Figure(figsize=(4.5 * cols, 3.2 * rows), layout="constrained")
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(rows, cols, squeeze=False).ravel()
+        ax = axes[0]
+        for key in loss_keys:
+            pts = [(row["epoch"], row[key]) for row in train if isinstance(row.get(key), (int, float))]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=key)
+        ax.set_title("training loss")
+        ax.set_xlabel("epoch")
+        if loss_keys:
+            ax.legend(fontsize="small")
+        else:
+            ax.text(0.5, 0.5, "no training losses logged", ha="center", va="center", transform=ax.transAxes)
+        for ax, (name, keys) in zip(axes[1:], sorted(panels_of.items())):
+            for key in sorted(keys, key=lambda k: int(_AT_K.match(k)["k"]) if _AT_K.match(k) else 0):
+                pts = [(row["epoch"], row[key]) for row in evals if isinstance(row.get(key), (int, float))]
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=key)
+            ax.set_title(f"{split} {keys[0] if len(keys) == 1 else name}")
+            ax.set_xlabel("epoch")
+            if len(keys) > 1:
+                ax.legend(fontsize="small")
+        for ax in axes[panels:]:
+            ax.set_axis_off()
+        out = self.path / "curves.png"
+        fd, tmp = tempfile.mkstemp(prefix=".curves.", suffix=".png", dir=self.path)
+        os.close(fd)
+        try:
+            fig.savefig(tmp, format="png", dpi=100)
+            os.replace(tmp, out)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return out
+
+    # ------------------------------------------------------------------ lifetime
+
+    def close(self) -> None:
+        """Detach and close the log handlers (the folder and its files stay)."""
+        for handler in list(self.logger.handlers):
+            self.logger.removeHandler(handler)
+            handler.close()
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RunDir('{self.path}')"
+
+
+def _fmt_number(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return f"{value.item():.4f}"
+    return str(value)
+
+
+# --------------------------------------------------------------------------- early stopping
+
+
+class EarlyStopping:
+    """Stop after ``patience`` consecutive evaluations without improvement.
+
+    Args:
+        patience: evaluations without improvement that are tolerated (``stopping_step``).
+        mode: ``"max"`` when larger is better (recall, accuracy), ``"min"`` for losses.
+
+    A NaN value never counts as an improvement.
+    """
+
+    def __init__(self, patience: int, mode: str = "max") -> None:
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ValueError(f"patience (stopping_step) must be an int >= 1, got {patience!r}")
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+        self.patience = patience
+        self.mode = mode
+        self.best: float | None = None
+        self.bad_steps = 0
+        self.steps = 0
+        self.best_step: int | None = None
+
+    def step(self, value: float) -> bool:
+        """Record ``value``; return whether it is a new best."""
+        value = float(value)
+        self.steps += 1
+        improved = not math.isnan(value) and (
+            self.best is None or (value > self.best if self.mode == "max" else value < self.best)
+        )
+        if improved:
+            self.best = value
+            self.best_step = self.steps
+            self.bad_steps = 0
+        else:
+            self.bad_steps += 1
+        return improved
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_steps >= self.patience
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"patience": self.patience, "mode": self.mode, "best": self.best, "bad_steps": self.bad_steps, "steps": self.steps, "best_step": self.best_step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key in ("mode", "best", "bad_steps", "steps", "best_step"):
+            if key not in state:
+                raise ValueError(f"EarlyStopping state is missing '{key}'")
+        if state["mode"] != self.mode:
+            raise ValueError(f"EarlyStopping state has mode '{state['mode']}', this one is '{self.mode}'")
+        self.best = state["best"]
+        self.bad_steps = int(state["bad_steps"])
+        self.steps = int(state["steps"])
+        self.best_step = state["best_step"]
+
+
+# --------------------------------------------------------------------------- progress and tables
+
+
+def progress(iterable: Iterable[T], desc: str = "", enabled: bool = True, **kwargs: Any) -> Iterator[T]:
+    """``tqdm`` over ``iterable`` when ``enabled`` (the ``show_progress`` key), a plain iterator otherwise."""
+    if not enabled:
+        return iter(iterable)
+    kwargs.setdefault("leave", False)
+    kwargs.setdefault("dynamic_ncols", True)
+    return iter(tqdm(iterable, desc=desc, **kwargs))
+
+
+_AT_K = re.compile(r"^(?P<name>.+)@(?P<k>\d+)$")
+
+
+def format_metrics_table(metrics: dict[str, Any]) -> str:
+    """Align metrics as a table; ``name@k`` keys become one row per name and one column per ``k``.
+
+    >>> print(format_metrics_table({"recall@10": 0.1, "recall@20": 0.2, "ndcg@10": 0.05, "ndcg@20": 0.07}))
+    metric   @10     @20
+    ndcg     0.0500  0.0700
+    recall   0.1000  0.2000
+    """
+    if not metrics:
+        return "(no metrics)"
+    grouped: dict[str, dict[int, Any]] = {}
+    plain: dict[str, Any] = {}
+    for key, value in metrics.items():
+        match = _AT_K.match(str(key))
+        if match:
+            grouped.setdefault(match["name"], {})[int(match["k"])] = value
+        else:
+            plain[str(key)] = value
+    blocks: list[str] = []
+    if grouped:
+        ks = sorted({k for row in grouped.values() for k in row})
+        table = [["metric", *(f"@{k}" for k in ks)]]
+        for name in sorted(grouped):
+            table.append([name, *(_cell(grouped[name][k]) if k in grouped[name] else "-" for k in ks)])
+        blocks.append(_align(table))
+    if plain:
+        table = [["metric", "value"]] + [[name, _cell(plain[name])] for name in sorted(plain)]
+        blocks.append(_align(table))
+    return "\n\n".join(blocks)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _align(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)

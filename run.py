@@ -1,0 +1,120 @@
+"""The one entry point: train and evaluate a registered model on a registered dataset.
+
+    python run.py --model KGAT --dataset ml-100k [--config_files a.yaml b.yaml] [--key=value ...]
+
+Config layers (later wins): graphattn/overall.yaml < the task's overall.yaml < model/<Model>.yaml
+< dataset/<name>.yaml < --config_files < --key=value. The run's folder is printed as the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+import torch
+
+import recsys  # noqa: F401  (registers the recommendation task, its models and datasets)
+import sequence  # noqa: F401  (registers the sequence task and its models)
+import vision  # noqa: F401  (registers the vision task and its models)
+from graphattn.config import Config, parse_cli_overrides
+from graphattn.registry import get_dataset, get_model, get_task, list_datasets, list_models, list_tasks
+from graphattn.train import RunDir, format_metrics_table, resolve_device, seed_everything
+
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError)
+
+
+def _epilog() -> str:
+    lines = ["registered models:"]
+    tasks = sorted(set(list_tasks()) | {get_model(m).task for m in list_models()})
+    for task in tasks:
+        names = list_models(task)
+        if names:
+            lines.append(f"  {task}: {', '.join(names)}")
+    if len(lines) == 1:
+        lines.append("  (none: no domain package registered a model)")
+    lines.append("")
+    lines.append("registered datasets:")
+    labels = {name: f"{name} ({', '.join(get_dataset(name).tasks)})" for name in list_datasets()}
+    width = max(map(len, labels.values()), default=0)
+    for name, label in labels.items():
+        lines.append(f"  {label.ljust(width)}  {get_dataset(name).description}".rstrip())
+    if not list_datasets():
+        lines.append("  (none registered)")
+    path_tasks = [t for t in list_tasks() if get_task(t).path_loader_ok]
+    if path_tasks:
+        lines.append(f"  --dataset may also be a directory path for: {', '.join(path_tasks)}")
+    lines.append("")
+    lines.append("Any config key can be set with --key=value (values parsed as Python literals, e.g. --topk=[10,20]).")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run.py",
+        description="Train and evaluate a registered model on a dataset.",
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # --config must not silently mean --config_files
+    )
+    parser.add_argument("--model", required=True, help="registered model name, e.g. KGAT")
+    parser.add_argument("--dataset", required=True, help="registered dataset name (or a directory, where the task reads one)")
+    parser.add_argument("--config_files", nargs="+", default=[], metavar="FILE", help="YAML files applied in order after the defaults")
+    return parser
+
+
+def _error(message: object) -> int:
+    text = " ".join(str(message).split())  # one line, whatever the exception held
+    print(f"error: {text}", file=sys.stderr)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args, rest = parser.parse_known_args(None if argv is None else list(argv))
+    except SystemExit as exc:  # --help, or argparse's own usage error (exit 2)
+        return int(exc.code or 0)
+
+    try:
+        overrides = parse_cli_overrides(rest)
+        task = get_task(get_model(args.model).task)
+        get_dataset(args.dataset, task.name)
+        config = Config(args.model, args.dataset, config_files=args.config_files, config_dict=overrides)
+        config["device"] = str(resolve_device(config["device"]))
+    except USER_ERRORS as exc:
+        return _error(exc)
+
+    if config["num_threads"] > 0:
+        torch.set_num_threads(config["num_threads"])
+    print(config, flush=True)
+    seed_everything(config["seed"], config["reproducibility"])
+
+    try:
+        run = RunDir.open(config["resume"], config) if config["resume"] else RunDir.create(config)
+    except USER_ERRORS as exc:
+        return _error(exc)
+
+    try:
+        final = task.trainer(config, run)
+        if not isinstance(final, dict):
+            raise TypeError(f"trainer of task '{task.name}' returned {type(final).__name__}, expected a dict of metrics")
+        if not run.history["test"] and final:
+            run.log_test(final)
+        run.plot_curves()
+    except KeyboardInterrupt:
+        run.logger.warning("interrupted; continue with --resume=%s", run.path)
+        return 130
+    except Exception as exc:
+        run.logger.error("run failed: %s: %s", type(exc).__name__, exc)
+        raise
+    finally:
+        run.close()
+
+    print(format_metrics_table(final))
+    print(f"Run folder: {run.path}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

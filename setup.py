@@ -1,0 +1,35 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).resolve().parent
+readme = HERE / "README.md"
+
+setup(
+    name="graphattn",
+    version="0.1.0",
+    description="Graph-attention models for recommendation, vision and sequences on one set of attention primitives",
+    long_description=readme.read_text(encoding="utf-8") if readme.is_file() else "",
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["graphattn*", "recsys*", "vision*", "sequence*"]),
+    # YAML defaults (overall.yaml, model/*.yaml, dataset/*.yaml) ship with the code.
+    package_data={"": ["*.yaml", "**/*.yaml"]},
+    include_package_data=True,
+    py_modules=["run"],
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.3,<3",
+        "torch-geometric>=2.5,<3",
+        "scipy>=1.11,<2",
+        "faiss-cpu>=1.8,<2",
+        "numpy>=1.26,<3",
+        "pandas>=2.1,<4",
+        "pyyaml>=6,<7",
+        "tqdm>=4.66,<5",
+        "matplotlib>=3.8,<4",
+        "scikit-learn>=1.3,<2",
+    ],
+    # recbole (a reference for benchmarks only) is installed by the Makefile with --no-deps:
+    # its own pins do not install beside numpy 2.
+    extras_require={"test": ["pytest>=8,<10", "hypothesis>=6.100,<7"]},
+)

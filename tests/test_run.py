@@ -1,0 +1,179 @@
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import run
+from graphattn.train import EarlyStopping, load_checkpoint, progress
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _one_error_line(stderr):
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+_HELP_SCRIPT = """
+import json, runpy, sys
+sys.argv = ["run.py", "--help"]
+try:
+    runpy.run_path("run.py", run_name="__main__")
+except SystemExit as exc:
+    from graphattn.registry import list_datasets, list_models
+    print("@@" + json.dumps([exc.code, list_models(), list_datasets()]))
+"""
+
+
+def test_help_lists_registered_models_and_datasets():
+    # run.py as a script in a fresh interpreter; the registries it saw come back on the last line
+    # (this test process's registries also hold other tests' throw-away entries)
+    result = subprocess.run([sys.executable, "-c", _HELP_SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    out, _, tail = result.stdout.rpartition("@@")
+    code, models, datasets = json.loads(tail)
+    assert code == 0
+    assert "--model" in out and "--config_files" in out
+    assert "registered models:" in out and "registered datasets:" in out
+    for name in models:
+        assert re.search(rf"[ ,]{re.escape(name)}(,|$)", out, re.M), f"model {name} missing from --help"
+    for name in datasets:
+        assert f"  {name} (" in out, f"dataset {name} missing from --help"
+
+
+def test_unknown_model_is_one_line_exit_2(capsys):
+    assert run.main(["--model", "FOO", "--dataset", "ml-100k"]) == 2
+    captured = capsys.readouterr()
+    assert _one_error_line(captured.err).startswith("error: Unknown model 'FOO'. Available: ")
+    assert captured.out == ""
+
+
+def test_missing_required_argument_exit_2(capsys):
+    assert run.main(["--model", "X"]) == 2
+    assert "--dataset" in capsys.readouterr().err
+
+
+def test_unknown_dataset_is_one_line_exit_2(toy_task, capsys):
+    assert run.main(["--model", toy_task.model, "--dataset", "qqq"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith("error: Unknown dataset 'qqq'. Available: ")
+    assert toy_task.dataset in line and "or a directory path" in line
+    assert toy_task.calls == []
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--epochz=3"], "unknown config key 'epochz' in command line; did you mean 'epochs'?"),
+        (["--epochs=ten"], "config key 'epochs' in command line: expected int"),
+        (["stray"], "unexpected command-line argument 'stray'"),
+        (["--device=tpu"], "device: expected auto, cpu"),
+    ],
+)
+def test_bad_config_is_one_line_exit_2(toy_task, capsys, extra, message):
+    assert run.main(["--model", toy_task.model, "--dataset", toy_task.dataset, *extra]) == 2
+    assert message in _one_error_line(capsys.readouterr().err)
+
+
+def test_bad_config_file_is_one_line_exit_2(toy_task, tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("hidden_size: [1\n")
+    assert run.main(["--model", toy_task.model, "--dataset", toy_task.dataset, "--config_files", str(bad)]) == 2
+    assert f"{bad}: invalid YAML" in _one_error_line(capsys.readouterr().err)
+
+
+def _toy_trainer(config, rundir):
+    """A real (tiny) training loop built from the shared pieces, as a domain trainer would be."""
+    torch.manual_seed(config["seed"])
+    model = torch.nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=config["learning_rate"])
+    x, y = torch.randn(32, 4), torch.randn(32, 1)
+    stopper = EarlyStopping(config["stopping_step"], mode="min")
+    start = 1
+    if config["resume"]:
+        state = load_checkpoint(rundir.path / "last.pt")
+        model.load_state_dict(state["model"])
+        start = state["epoch"] + 1
+    for epoch in range(start, config["epochs"] + 1):
+        for _ in progress(range(2), f"epoch {epoch}", enabled=config["show_progress"]):
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        rundir.log_train(epoch, loss=loss.item())
+        valid = torch.nn.functional.mse_loss(model(x), y).item()
+        rundir.log_metrics(epoch, "valid", {"mse": valid})
+        rundir.save_checkpoint({"model": model.state_dict(), "epoch": epoch})
+        if stopper.step(valid):
+            rundir.save_checkpoint({"model": model.state_dict(), "epoch": epoch}, name="best.pt")
+    return {"mse": valid, "recall@10": 0.5, "recall@20": 0.75}
+
+
+def test_main_runs_the_task_trainer_end_to_end(toy_task, tmp_saved, tmp_path, capsys):
+    toy_task.set_trainer(_toy_trainer)
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("epochs: 3\n")
+    argv = ["--model", toy_task.model, "--dataset", toy_task.dataset, "--config_files", str(extra),
+            f"--checkpoint_dir={tmp_saved}", "--show_progress=False", "--learning_rate", "0.05"]
+    assert run.main(argv) == 0
+    out = capsys.readouterr().out
+    lines = out.rstrip("\n").splitlines()
+    assert lines[-1].startswith("Run folder: ")
+    folder = Path(lines[-1].removeprefix("Run folder: "))
+    assert folder.parent == tmp_saved and folder.is_dir()
+    assert "learning_rate: 0.05" in out and f"# from {extra}" in out  # merged config printed first
+    assert any(line.split()[:3] == ["recall", "0.5000", "0.7500"] for line in lines)  # final table
+    names = {p.name for p in folder.iterdir()}
+    assert {"config.yaml", "run.log", "metrics.json", "last.pt", "best.pt", "curves.png"} <= names
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert [row["epoch"] for row in metrics["train"]] == [1, 2, 3]
+    assert metrics["test"]["recall@10"] == 0.5  # run.py records the final metrics the trainer returned
+    assert load_checkpoint(folder / "last.pt")["epoch"] == 3
+    saved = (folder / "config.yaml").read_text()
+    assert "epochs: 3" in saved
+    assert ("device: cpu" in saved) or ("device: cuda" in saved)  # 'auto' resolved by run.py
+
+    # resume the same folder and train further
+    argv_resume = ["--model", toy_task.model, "--dataset", toy_task.dataset, f"--checkpoint_dir={tmp_saved}",
+                   "--show_progress=False", "--epochs=5", f"--resume={folder}"]
+    assert run.main(argv_resume) == 0
+    out = capsys.readouterr().out
+    assert out.rstrip("\n").splitlines()[-1] == f"Run folder: {folder}"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert [row["epoch"] for row in metrics["train"]] == [1, 2, 3, 4, 5]
+    assert sorted(p.name for p in tmp_saved.iterdir()) == [folder.name]
+
+
+def test_resume_from_missing_folder_is_one_line_exit_2(toy_task, tmp_saved, capsys):
+    argv = ["--model", toy_task.model, "--dataset", toy_task.dataset, f"--checkpoint_dir={tmp_saved}",
+            f"--resume={tmp_saved / 'gone'}"]
+    assert run.main(argv) == 2
+    assert "is not a run folder" in _one_error_line(capsys.readouterr().err)
+
+
+def test_trainer_must_return_metrics(toy_task, tmp_saved):
+    toy_task.set_trainer(lambda config, rundir: None)
+    with pytest.raises(TypeError, match="expected a dict of metrics"):
+        run.main(["--model", toy_task.model, "--dataset", toy_task.dataset, f"--checkpoint_dir={tmp_saved}"])
+
+
+def test_setup_declares_bounded_dependencies():
+    import ast
+
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setup")
+    kw = {k.arg: k.value for k in call.keywords}
+    requires = ast.literal_eval(kw["install_requires"])
+    extras = ast.literal_eval(kw["extras_require"])
+    names = {r.split(">")[0].split("<")[0].split("=")[0] for r in requires}
+    assert {"torch", "torch-geometric", "scipy", "faiss-cpu", "numpy", "pandas", "pyyaml", "tqdm", "matplotlib", "scikit-learn"} <= names
+    assert "recbole" not in names  # installed --no-deps by the Makefile
+    for req in requires + extras["test"]:
+        assert ">=" in req and "<" in req, f"unbounded requirement {req}"
