@@ -299,18 +299,18 @@ class FixedAdjacency:
 def typed_linear(x: Tensor, types: Tensor, weight: Tensor) -> Tensor:
     """``out[i] = weight[types[i]] @ x[i]``: a linear map chosen per row by its type (relation projections).
 
-    Rows are grouped by type and each group is one matrix product, so the cost is that of ``len(x)`` dense
-    rows, not of a batched matrix-vector product over gathered ``(B, k, d)`` weights (which is slow on CPU
-    and materialises B copies of the weights).
+    Rows are sorted by type once and each type's contiguous block is one matrix product, so the cost is that
+    of ``len(x)`` dense rows plus two gathers, not a batched matrix-vector product over gathered ``(B, k, d)``
+    weights (slow on CPU, and it materialises B copies of the weights).
 
     Shapes: x (B, d), types (B,), weight (T, k, d) -> (B, k).
     """
     if x.shape[0] != types.shape[0]:
         raise ValueError(f"one type per row needed: x has {x.shape[0]} rows, types {types.shape[0]}")
-    out = x.new_empty(x.shape[0], weight.shape[1])
     order = torch.argsort(types, stable=True)
     counts = torch.bincount(types, minlength=weight.shape[0]).tolist()
-    for t, idx in enumerate(torch.split(order, counts)):
-        if idx.numel():
-            out[idx] = x.index_select(0, idx) @ weight[t].T
-    return out
+    blocks = torch.split(x.index_select(0, order), counts)
+    out = torch.cat([blk @ weight[t].T for t, blk in enumerate(blocks) if blk.shape[0]])
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(order.numel(), device=order.device)
+    return out.index_select(0, inverse)

@@ -82,7 +82,7 @@ class CKE(RecModel):
 
     def kg_terms(self, h, r, t, neg):
         e_r = self.relation_embedding(r)
-        ph, pt, pn = (typed_linear(self.entity_embedding(x), r, self.W_r) for x in (h, t, neg))
+        ph, pt, pn = typed_linear(self.entity_embedding(torch.cat([h, t, neg])), r.repeat(3), self.W_r).chunk(3)
         pos, negative = (ph + e_r - pt).pow(2).sum(-1), (ph + e_r - pn).pow(2).sum(-1)
         loss = F.softplus(pos - negative).mean()
         reg = self.reg_kg * l2_half(ph, pt, pn, e_r) / h.numel()

@@ -12,7 +12,7 @@ from graphattn.ops import FixedAdjacency, typed_linear
 from graphattn.registry import register_model
 
 from ..sampler import BPRSampler, KGSampler
-from .base import RecModel, bpr_loss, l2_half
+from .base import RecModel, adam, bpr_loss, l2_half
 
 
 @register_model("KGAT", task="recsys")
@@ -161,7 +161,7 @@ class KGAT(RecModel):
     def optimizers(self, config):
         # two Adam optimizers with their own state, as the official code's opt / opt2
         lr = config["learning_rate"]
-        return {"cf": torch.optim.Adam(self.parameters(), lr=lr), "kg": torch.optim.Adam(self.parameters(), lr=lr)}
+        return {"cf": adam(self.parameters(), lr), "kg": adam(self.parameters(), lr)}
 
     def cf_loss(self, users, pos, neg):
         reps = self.propagate()
@@ -173,7 +173,8 @@ class KGAT(RecModel):
     def kg_loss(self, heads, relations, tails, neg_tails):
         emb = self.embedding.weight
         e_r = self.score.e_r[relations]                                         # (B, k)
-        h, t, n = (typed_linear(emb.index_select(0, x), relations, self.score.W_r) for x in (heads, tails, neg_tails))
+        nodes = torch.cat([heads, tails, neg_tails])
+        h, t, n = typed_linear(emb.index_select(0, nodes), relations.repeat(3), self.score.W_r).chunk(3)
         pos = (h + e_r - t).pow(2).sum(-1)
         neg = (h + e_r - n).pow(2).sum(-1)
         loss = F.softplus(pos - neg).mean()
