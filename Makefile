@@ -12,7 +12,8 @@ $(STAMP): setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install "$(TORCH_SPEC)"
 	$(PY) -m pip install -e ".[test]"
-	# recbole is a reference for benchmarks; its own pins break on numpy 2, so no dependencies.
+	# recbole ships ml-100k (our offline default dataset); only its files are read. Its own pins break on
+	# numpy 2 and have no wheels for Python >= 3.12, so it is installed without dependencies.
 	$(PY) -m pip install --no-deps recbole==1.2.1
 	touch $@
 

@@ -29,7 +29,8 @@ setup(
         "matplotlib>=3.8,<4",
         "scikit-learn>=1.3,<2",
     ],
-    # recbole (a reference for benchmarks only) is installed by the Makefile with --no-deps:
+    # recbole (only for its bundled ml-100k atomic files, the offline default dataset) is installed by the
+    # Makefile with --no-deps:
     # its own pins do not install beside numpy 2.
     extras_require={"test": ["pytest>=8,<10", "hypothesis>=6.100,<7"]},
 )

@@ -33,7 +33,7 @@ from recsys.trainer import fit  # noqa: E402
 
 def attention_by_relation(model, data) -> dict[str, float]:
     """Attention of item receivers by CKG relation: informative KG relation (id 1) vs noise (ids 2..R)."""
-    w = model.edge_attention.cpu()
+    w = (model.attention_weights() if model.attention_mode == "end_to_end" else model.edge_attention).cpu()
     src, dst = model.edge_index.cpu()
     rel = model.edge_type.cpu()
     into_item = dst < data.n_items
@@ -49,10 +49,11 @@ def attention_by_relation(model, data) -> dict[str, float]:
     return out
 
 
-def run(model_name: str, seed: int, epochs: int, eval_step: int, lr: float, workdir: str) -> tuple[dict, object]:
+def run(model_name: str, seed: int, epochs: int, eval_step: int, lr: float, workdir: str,
+        extra: dict | None = None) -> tuple[dict, object]:
     cfg = Config(model_name, "planted-kg", config_dict={
         "seed": seed, "epochs": epochs, "eval_step": eval_step, "learning_rate": lr, "stopping_step": 5,
-        "show_progress": False, "checkpoint_dir": workdir, "log_level": "WARNING"})
+        "show_progress": False, "checkpoint_dir": workdir, "log_level": "WARNING", **(extra or {})})
     seed_everything(seed)
     run_dir = RunDir.create(cfg)
     try:
@@ -69,6 +70,8 @@ def main() -> None:
     parser.add_argument("--eval_step", type=int, default=5)
     parser.add_argument("--lr", type=float, default=0.005)
     parser.add_argument("--models", nargs="+", default=["BPRMF", "CKE", "KGAT"])
+    parser.add_argument("--attention_mode", default="fixed", choices=["fixed", "end_to_end"],
+                        help="KGAT attention: fixed per epoch (official) or trained end to end")
     parser.add_argument("--out", default=str(ROOT / "docs" / "img" / "kgat_planted.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -77,7 +80,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         for seed in args.seeds:
             for name in args.models:
-                test, holder = run(name, seed, args.epochs, args.eval_step, args.lr, work)
+                extra = {"attention_mode": args.attention_mode} if name == "KGAT" else None
+                test, holder = run(name, seed, args.epochs, args.eval_step, args.lr, work, extra)
                 results[name].append(test)
                 line = f"seed {seed} {name:<6} recall@20={test['recall@20']:.4f} ndcg@20={test['ndcg@20']:.4f}"
                 if name == "KGAT":
