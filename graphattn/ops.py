@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -251,7 +252,9 @@ def _csr(rows: Tensor, cols: Tensor, values: Tensor, n_rows: int, n_cols: int) -
     order = torch.argsort(rows * n_cols + cols)
     crow = torch.zeros(n_rows + 1, dtype=torch.long, device=rows.device)
     crow[1:] = torch.cumsum(torch.bincount(rows, minlength=n_rows), 0)
-    return torch.sparse_csr_tensor(crow, cols[order], values[order], (n_rows, n_cols), check_invariants=False)
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the products used here are stable
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, cols[order], values[order], (n_rows, n_cols), check_invariants=False)
 
 
 class _SpMM(torch.autograd.Function):

@@ -16,3 +16,5 @@ register_task("recsys", trainer=_trainer.train, overall=_HERE / "overall.yaml", 
 _register_datasets()
 
 from . import models  # noqa: E402  (registers BPRMF, CKE, KGAT)
+from . import multitask  # noqa: E402,F401  (task "multitask": INFNet, SharedBottom, MMoE)
+from . import sequential  # noqa: E402,F401  (task "sequential": IDNP, SASRec, GRU4Rec)
