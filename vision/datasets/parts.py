@@ -1,0 +1,138 @@
+"""Synthetic part-discovery images (DependencyViT spec): objects made of coloured parts on a noisy background.
+
+Each RGB image (``image_size`` square, default 32) holds 1..``max_objects`` non-overlapping objects. An object
+is one of three types, each made of two parts of different colours (colours drawn from a palette of six, so
+colour alone does not tell the type):
+
+- ``lollipop``: a disc on top of a vertical stick;
+- ``L``: a vertical bar with a horizontal foot to the right;
+- ``T``: a horizontal bar with a vertical stem below.
+
+The label is the multiset of object types (with ``max_objects = 2``: 3 + 6 = 9 classes), so training uses
+image labels only. Per-pixel object ids (0 = background, 1..k) and part ids (0 = background, 1..2k) are kept
+on the split datasets (``.objects``, ``.parts``) to score unsupervised grouping afterwards.
+
+Keys (``vision/dataset/parts.yaml``): image_size, max_objects, num_train, num_valid, num_test, noise_std,
+split_seed. Yields ``(x (3, S, S) float32, y int64)``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from graphattn.registry import register_dataset
+from vision.base import VisionData
+
+__all__ = ["PartsDataset", "OBJECT_TYPES", "PALETTE", "render_parts", "label_names", "load_parts_data"]
+
+OBJECT_TYPES = ("lollipop", "L", "T")
+PALETTE = np.array(
+    [[0.95, 0.2, 0.2], [0.2, 0.85, 0.25], [0.25, 0.4, 0.95], [0.95, 0.85, 0.2], [0.85, 0.3, 0.9], [0.2, 0.9, 0.9]],
+    dtype=np.float32,
+)
+BACKGROUND = 0.35
+
+
+def label_names(max_objects: int) -> list[tuple[str, ...]]:
+    """Class index -> sorted multiset of object types (sizes 1..max_objects)."""
+    out: list[tuple[str, ...]] = []
+    for k in range(1, max_objects + 1):
+        out.extend(tuple(OBJECT_TYPES[i] for i in combo) for combo in itertools.combinations_with_replacement(range(3), k))
+    return out
+
+
+def _draw_object(kind: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks (size, size) of the two parts of one object type."""
+    a = np.zeros((size, size), dtype=bool)
+    b = np.zeros((size, size), dtype=bool)
+    yy, xx = np.mgrid[0:size, 0:size]
+    w = max(3, int(round(size * 0.3)))  # bar thickness: 3-4 px, about one patch
+    c = size // 2
+    if kind == 0:  # lollipop: disc (top) + stick (below)
+        r = size * 0.3
+        a |= (yy - r) ** 2 + (xx - c + 0.5) ** 2 <= r * r
+        b[int(2 * r) :, c - w // 2 : c - w // 2 + w] = True
+        b &= ~a
+    elif kind == 1:  # L: vertical bar + foot to the right
+        a[:, :w] = True
+        b[size - w :, w:] = True
+    else:  # T: top bar + stem
+        a[:w, :] = True
+        b[w:, c - w // 2 : c - w // 2 + w] = True
+    return a, b
+
+
+def render_parts(rng: np.random.Generator, image_size: int, max_objects: int, noise_std: float) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
+    """One image ``(3, S, S)``, its label, object ids ``(S, S)`` and part ids ``(S, S)``."""
+    names = label_names(max_objects)
+    img = np.full((image_size, image_size, 3), BACKGROUND, dtype=np.float32)
+    objects = np.zeros((image_size, image_size), dtype=np.int64)
+    parts = np.zeros((image_size, image_size), dtype=np.int64)
+    n = int(rng.integers(1, max_objects + 1))
+    kinds = sorted(int(k) for k in rng.integers(0, 3, n))
+    lo, hi = max(6, image_size * 5 // 16), max(7, image_size * 7 // 16)  # object side: 10..14 px at 32 px
+    for _ in range(100):  # sample a layout of non-overlapping boxes (1 px apart); restart when stuck
+        boxes: list[tuple[int, int, int]] = []
+        for _k in kinds:
+            for _try in range(50):
+                size = int(rng.integers(lo, hi + 1))
+                y, x = (int(v) for v in rng.integers(0, image_size - size + 1, 2))
+                if all(y + size + 1 <= by or by + bs + 1 <= y or x + size + 1 <= bx or bx + bs + 1 <= x for by, bx, bs in boxes):
+                    boxes.append((y, x, size))
+                    break
+            else:
+                break
+        if len(boxes) == len(kinds):
+            break
+    else:
+        raise ValueError(f"could not place {len(kinds)} objects without overlap in {image_size} px; lower max_objects")
+    for idx, (k, (y, x, size)) in enumerate(zip(kinds, boxes), start=1):
+        colours = rng.choice(len(PALETTE), 2, replace=False)
+        for j, mask in enumerate(_draw_object(k, size)):
+            region = img[y : y + size, x : x + size]
+            region[mask] = PALETTE[colours[j]]
+            objects[y : y + size, x : x + size][mask] = idx
+            parts[y : y + size, x : x + size][mask] = 2 * (idx - 1) + j + 1
+    img += rng.normal(0.0, noise_std, img.shape).astype(np.float32)
+    label = names.index(tuple(OBJECT_TYPES[k] for k in kinds))
+    return img.transpose(2, 0, 1), label, objects, parts
+
+
+class PartsDataset(Dataset):
+    """Rendered images with labels and per-pixel object / part ids. Yields ``(x, y)``."""
+
+    def __init__(self, n: int, image_size: int, max_objects: int, noise_std: float, seed: int):
+        if n < 1:
+            raise ValueError(f"number of images must be >= 1, got {n}")
+        rng = np.random.default_rng(seed)
+        items = [render_parts(rng, image_size, max_objects, noise_std) for _ in range(n)]
+        self.images = torch.from_numpy(np.stack([it[0] for it in items]))          # (n, 3, S, S)
+        self.labels = torch.tensor([it[1] for it in items], dtype=torch.long)     # (n,)
+        self.objects = torch.from_numpy(np.stack([it[2] for it in items]))        # (n, S, S)
+        self.parts = torch.from_numpy(np.stack([it[3] for it in items]))          # (n, S, S)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return (self.images[i] - BACKGROUND) / 0.3, self.labels[i]
+
+
+def load_parts_data(config: Any) -> VisionData:
+    size, k = int(config["image_size"]), int(config["max_objects"])
+    if size < 16:
+        raise ValueError(f"image_size: expected >= 16 for the parts images, got {size}")
+    if not 1 <= k <= 3:
+        raise ValueError(f"max_objects: expected 1, 2 or 3, got {k}")
+    noise, seed = float(config["noise_std"]), int(config["split_seed"])
+    splits = [PartsDataset(int(config[key]), size, k, noise, seed + i) for i, key in enumerate(("num_train", "num_valid", "num_test"))]
+    names = label_names(k)
+    return VisionData(*splits, num_classes=len(names), meta={"in_channels": 3, "image_size": size, "class_names": ["+".join(n) for n in names]})
+
+
+register_dataset("parts", task="vision", loader=load_parts_data, description="synthetic multi-part objects for unsupervised part/object discovery")

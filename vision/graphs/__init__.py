@@ -1,0 +1,1 @@
+"""Typed-graph builders of the vision models (entity-token graphs, object graphs, parent trees)."""
