@@ -137,6 +137,7 @@ class RelationalScore(Score):
     """
 
     has_dense = False
+    chunk_size = 1 << 19  # edges scored at once
 
     def __init__(self, dim: int, num_relations: int, relation_dim: int | None = None, heads: int = 1):
         super().__init__()
@@ -161,8 +162,13 @@ class RelationalScore(Score):
         if edge_type.numel() and (int(edge_type.min()) < 0 or int(edge_type.max()) >= self.num_relations):
             raise ValueError(f"edge_type must lie in [0, {self.num_relations}), "
                              f"got range [{int(edge_type.min())}, {int(edge_type.max())}]")
-        src, dst = edge_index
-        # one matmul per relation over that relation's edges: vectorised over edges, a loop over R types only
-        tail = typed_linear(k.index_select(0, src), edge_type, self.W_r)              # (E, k)
-        head = torch.tanh(typed_linear(q.index_select(0, dst), edge_type, self.W_r) + self.e_r[edge_type])
-        return (tail * head).view(-1, self.heads, self.relation_dim // self.heads).sum(-1)
+        # edges in chunks so that the (E, k) intermediates of a multi-million-edge graph stay bounded; within a
+        # chunk, one matmul per relation (typed_linear): vectorised over edges, a loop over R types only
+        out = []
+        for start in range(0, edge_type.numel(), self.chunk_size):
+            src, dst = edge_index[:, start:start + self.chunk_size]
+            rel = edge_type[start:start + self.chunk_size]
+            tail = typed_linear(k.index_select(0, src), rel, self.W_r)                 # (E_c, k)
+            head = torch.tanh(typed_linear(q.index_select(0, dst), rel, self.W_r) + self.e_r[rel])
+            out.append((tail * head).view(-1, self.heads, self.relation_dim // self.heads).sum(-1))
+        return torch.cat(out) if out else q.new_zeros(0, self.heads)

@@ -65,3 +65,14 @@ def test_fixed_adjacency_equals_layer_propagation_with_gradients():
     (gr,) = torch.autograd.grad((ref * g).sum(), y)
     (gf,) = torch.autograd.grad((fixed * g).sum(), y)
     assert torch.allclose(gr, gf, atol=1e-5)
+
+
+def test_relational_score_chunking_is_exact():
+    torch.manual_seed(0)
+    score = RelationalScore(dim=4, num_relations=3, relation_dim=4, heads=2)
+    x = torch.randn(20, 4)
+    edge_index = torch.randint(0, 20, (2, 300))
+    edge_type = torch.randint(0, 3, (300,))
+    whole = score.edge(x, x, edge_index, edge_type)
+    score.chunk_size = 7
+    assert torch.allclose(score.edge(x, x, edge_index, edge_type), whole, atol=1e-6)
