@@ -125,7 +125,8 @@ class NeighborhoodAttention(nn.Module):
       runs SDPA on ``(S queries) x (K keys)``; O(N K) score FLOPs with ``N / S`` gathers. When
       ``stride == kernel_size``, ``dilation == 1`` and each axis is a multiple of the kernel, the groups are
       Swin-style tiles obtained by a reshape (no gather, no mask).
-    * ``"auto"``: ``"block"`` unless the window covers more than a quarter of the grid (then ``"masked"``).
+    * ``"auto"``: ``"block"`` when stride groups hold at least 16 queries (or the pattern is tiled) and the
+      window covers at most a quarter of the grid, else ``"masked"`` (a CPU rule from ``bench/gna.py``).
 
     Calls that need the weights (``return_attention=True`` or attention hooks on ``self.attn``) always take
     the layer's dense masked path, which returns ``(B, H, N, N)`` weights and runs the hooks.
@@ -159,12 +160,10 @@ class NeighborhoodAttention(nn.Module):
         self.causal = tuple(bool(v) for v in _tuple(causal, nd, "causal"))
         self.num_tokens = math.prod(self.shape)
         self.window = math.prod(self.kernel_size)
-        # validates the parameters (raises ValueError naming the offending axis values)
-        neighborhood_mask(tuple(min(v, 1 + (k - 1) * 1) if False else v for v, k in zip(self.shape, self.kernel_size)),
-                          self.kernel_size, self.stride, self.dilation, self.causal) if self.num_tokens <= 4096 else None
-        if any(k * d > length for k, d, length in zip(self.kernel_size, self.dilation, self.shape)):
-            raise ValueError(f"kernel_size * dilation must not exceed the grid shape per axis: kernel_size="
-                             f"{self.kernel_size}, dilation={self.dilation}, shape={self.shape}")
+        for axis, (length, k, s, d) in enumerate(zip(self.shape, self.kernel_size, self.stride, self.dilation)):
+            if not (k >= 1 and 1 <= s <= k and d >= 1 and k * d <= length):
+                raise ValueError(f"axis {axis}: need kernel_size >= 1, 1 <= stride <= kernel_size, dilation >= 1 and "
+                                 f"kernel_size * dilation <= length; got k={k}, s={s}, d={d}, length={length}")
         self.impl = impl
         self.attn = GraphAttention(dim, dim, heads, head_dim, score="dot", normalizer="dst_softmax",
                                    message="value", update="project", dropout=dropout, bias=bias)
@@ -191,6 +190,12 @@ class NeighborhoodAttention(nn.Module):
                 value = neighborhood_indices(*self._params())
             elif name == "groups":
                 value = neighborhood_groups(*self._params())
+            elif name == "inverse":
+                # position of each token among the G*S group slots (padding slots are skipped)
+                flat = self._get("groups", torch.device("cpu"))[0].reshape(-1)
+                keep = (flat >= 0).nonzero().squeeze(1)
+                value = torch.empty(self.num_tokens, dtype=torch.long)
+                value[flat[keep]] = keep
             else:
                 raise KeyError(name)
             value = tuple(v.to(device) if v is not None else None for v in value) if isinstance(value, tuple) \
@@ -209,7 +214,10 @@ class NeighborhoodAttention(nn.Module):
         if impl not in _IMPLS:
             raise ValueError(f"impl must be one of {_IMPLS}, got {impl!r}")
         if impl == "auto":
-            return "masked" if 4 * self.window > self.num_tokens else "block"
+            # CPU measurements (bench/gna.py): the block path wins once groups hold >= 16 queries and the
+            # window is well below the grid; otherwise fused masked SDPA is faster than any gather
+            small = 4 * self.window <= self.num_tokens
+            return "block" if small and (math.prod(self.stride) >= 16 or self.is_tiled()) else "masked"
         return impl
 
     # ------------------------------------------------------------------------------------------ forward
@@ -258,35 +266,38 @@ class NeighborhoodAttention(nn.Module):
 
     def _gather(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         index, valid = self._get("indices", q.device)                  # (N, K)
-        kg = k[:, index].permute(0, 1, 3, 2, 4)                        # (B, N, H, K, Dh)
-        vg = v[:, index].permute(0, 1, 3, 2, 4)                        # (B, N, H, K, Dv)
-        qg = q.unsqueeze(-2)                                           # (B, N, H, 1, Dh)
-        mask = None if bool(valid.all()) else valid[:, None, None, :]  # (N, 1, 1, K)
-        out = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=mask, scale=self.attn.score.scale,
-                                             dropout_p=self._dropout_p())
-        return out.squeeze(-2)                                         # (B, N, H, Dv)
+        qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))             # (B, H, N, D)
+        # batched (1 x K) products as einsums: on CPU this beats SDPA over B*N*H length-1 queries
+        scores = torch.einsum("bhnd,bhnkd->bhnk", qh, kh[:, :, index]) * self.attn.score.scale
+        if not bool(valid.all()):
+            scores = scores.masked_fill(~valid, float("-inf"))
+        weights = torch.softmax(scores, dim=-1)                         # (B, H, N, K)
+        if self.training and self.attn.dropout > 0:
+            weights = F.dropout(weights, self.attn.dropout)
+        return torch.einsum("bhnk,bhnkd->bhnd", weights, vh[:, :, index]).transpose(1, 2)  # (B, N, H, Dv)
 
     def _block(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        if math.prod(self.stride) == 1:                                # one query per group: the gather path
+            return self._gather(q, k, v)
         q_idx, kv_idx, mask = self._get("groups", q.device)            # (G, S), (G, K), (G, S, K) | None
         b, n, h = q.shape[:3]
         qi, ki = q_idx.clamp_min(0), kv_idx.clamp_min(0)
         qg = q[:, qi].permute(0, 1, 3, 2, 4)                           # (B, G, H, S, Dh)
         kg = k[:, ki].permute(0, 1, 3, 2, 4)                           # (B, G, H, K, Dh)
         vg = v[:, ki].permute(0, 1, 3, 2, 4)                           # (B, G, H, K, Dv)
+        g = qg.shape[1]
         attn_mask = None
         if mask is not None:
             # padded query rows would see no key: let them see everything (their output is dropped)
             attn_mask = (mask | ~mask.any(-1, keepdim=True))[:, None]  # (G, 1, S, K)
-        out = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=attn_mask, scale=self.attn.score.scale,
+            attn_mask = attn_mask.unsqueeze(0).expand(b, -1, -1, -1, -1).reshape(b * g, 1, *mask.shape[1:])
+        # 4-D inputs so that fused SDPA kernels apply: (B*G, H, S|K, D)
+        out = F.scaled_dot_product_attention(qg.flatten(0, 1), kg.flatten(0, 1), vg.flatten(0, 1),
+                                             attn_mask=attn_mask, scale=self.attn.score.scale,
                                              dropout_p=self._dropout_p())
+        out = out.view(b, g, h, -1, out.shape[-1])                      # (B, G, H, S, Dv)
         out = out.permute(0, 1, 3, 2, 4).reshape(b, -1, h, out.shape[-1])  # (B, G*S, H, Dv)
-        if "inverse" not in self._cache or self._cache["inverse"].device != q.device:
-            flat = q_idx.reshape(-1)
-            keep = (flat >= 0).nonzero().squeeze(1)                    # positions of real queries in G*S
-            inverse = torch.empty(n, dtype=torch.long, device=q.device)
-            inverse[flat[keep]] = keep
-            self._cache["inverse"] = inverse
-        return out[:, self._cache["inverse"]]                          # (B, N, H, Dv)
+        return out[:, self._get("inverse", q.device)]                  # (B, N, H, Dv)
 
     def _tiles(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         b, n, h = q.shape[:3]
@@ -300,7 +311,7 @@ class NeighborhoodAttention(nn.Module):
         def to_tiles(t: Tensor) -> Tensor:
             t = t.reshape(b, *split, h, t.shape[-1]).permute(perm)
             g = math.prod(split[0::2])
-            return t.reshape(b, g, h, self.window, t.shape[-1])        # (B, G, H, K, D)
+            return t.reshape(b * g, h, self.window, t.shape[-1])       # (B*G, H, K, D)
 
         out = F.scaled_dot_product_attention(to_tiles(q), to_tiles(k), to_tiles(v), scale=self.attn.score.scale,
                                              dropout_p=self._dropout_p())
