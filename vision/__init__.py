@@ -30,3 +30,5 @@ from vision import dependency_vit  # noqa: E402,F401
 from vision import impn  # noqa: E402,F401
 from vision.datasets import skeleton  # noqa: E402,F401
 from vision import ista_net, late_fusion_skeleton  # noqa: E402,F401
+from vision.datasets import quality, shapes_grounding  # noqa: E402,F401
+from vision import maniqa, overlock, sab, tcpa  # noqa: E402,F401
