@@ -137,7 +137,7 @@ class RelationalScore(Score):
     """
 
     has_dense = False
-    chunk_size = 1 << 19  # edges scored at once
+    chunk_size = 1 << 17  # edges scored at once (bounds the (E, k) intermediates to ~35 MB each)
 
     def __init__(self, dim: int, num_relations: int, relation_dim: int | None = None, heads: int = 1):
         super().__init__()
