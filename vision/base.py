@@ -91,8 +91,8 @@ class VisionModel(nn.Module):
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing: expected a float in [0, 1), got {self.label_smoothing}")
 
-    def forward(self, x: Any) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError(f"{type(self).__name__} must implement forward(x)")
+    def forward(self, x: Any) -> torch.Tensor:
+        raise TypeError(f"{type(self).__name__} must define forward(x)")
 
     def aux_loss(self) -> torch.Tensor:
         """Extra loss terms; 0 unless a subclass overrides it."""

@@ -31,10 +31,10 @@ class SequentialRecommender(nn.Module):
         self.max_len = int(config["max_len"])
 
     def calculate_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} must define calculate_loss(batch)")
 
     def full_sort_predict(self, batch: dict[str, Tensor]) -> Tensor:
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} must define full_sort_predict(batch)")
 
 
 def next_item_pairs(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
