@@ -19,18 +19,17 @@ replace the default whole.
 from __future__ import annotations
 
 import ast
-import contextlib
 import copy
 import difflib
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import yaml
 
 from graphattn.registry import get_model, get_task
+from graphattn.io import atomic_write_text
 
 __all__ = ["Config", "parse_cli_overrides", "load_yaml", "CORE_OVERALL", "COMMAND_LINE"]
 
@@ -295,7 +294,7 @@ class Config:
             bad = [k for k, v in data.items() if not _yaml_ok(v)]
             raise TypeError(f"config keys {bad} hold values that cannot be written as YAML; use str, int, float, bool, list or dict") from None
         header = f"# merged config of {self.model} on {self.dataset} (task {self.task})\n"
-        _atomic_write_text(path, header + text)
+        atomic_write_text(path, header + text)
         return path
 
     @classmethod
@@ -341,17 +340,4 @@ def _format_value(value: Any) -> str:
         return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
     except yaml.representer.RepresenterError:
         return repr(value)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 

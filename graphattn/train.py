@@ -12,15 +12,12 @@ A run folder ``<checkpoint_dir>/<model>-<dataset>-<YYYYmmdd-HHMMSS>/`` holds:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
-import os
 import random
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, TypeVar
@@ -30,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from graphattn.config import Config, load_yaml
+from graphattn.io import atomic_open, atomic_write_bytes, save_figure
 
 __all__ = [
     "seed_everything",
@@ -127,17 +125,7 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- files
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+
 
 
 def _jsonable(value: Any) -> Any:
@@ -296,7 +284,7 @@ class RunDir:
 
     def _write_metrics(self) -> None:
         text = json.dumps(_jsonable(self.history), indent=2, allow_nan=False)
-        _atomic_write_bytes(self.path / "metrics.json", (text + "\n").encode("utf-8"))
+        atomic_write_bytes(self.path / "metrics.json", (text + "\n").encode("utf-8"))
 
     def log_train(self, epoch: int, **losses: Any) -> None:
         """Record one epoch's training losses (``loss=..., reg_loss=...``)."""
@@ -325,15 +313,8 @@ class RunDir:
         if not isinstance(state, dict):
             raise TypeError(f"checkpoint state must be a dict, got {type(state).__name__}")
         path = self.path / name
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.path)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                torch.save(state, fh)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        with atomic_open(path, "wb") as fh:
+            torch.save(state, fh)
         return path
 
     # ------------------------------------------------------------------ curves
@@ -379,16 +360,7 @@ class RunDir:
                 ax.legend(fontsize="small")
         for ax in axes[panels:]:
             ax.set_axis_off()
-        out = self.path / "curves.png"
-        fd, tmp = tempfile.mkstemp(prefix=".curves.", suffix=".png", dir=self.path)
-        os.close(fd)
-        try:
-            fig.savefig(tmp, format="png", dpi=100)
-            os.replace(tmp, out)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        out = save_figure(fig, self.path / "curves.png", dpi=100)
         return out
 
     # ------------------------------------------------------------------ lifetime

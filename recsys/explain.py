@@ -23,16 +23,15 @@ matrix of the last refresh (``attention_mode: fixed``), or fresh :meth:`KGAT.att
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import pathlib
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+from graphattn.io import save_figure
 
 __all__ = ["ExplanationPath", "Recommendation", "PathExplainer", "explain", "format_paths", "plot_paths",
            "top_recommendations_with_paths", "relation_label", "path_weights"]
@@ -367,15 +366,5 @@ def plot_paths(paths: list[ExplanationPath], out_png: str | os.PathLike, title: 
                           "(arrows: information flow; label: relation, attention)", fontsize=10)
     legend = "\n".join(f"#{k + 1} score {p.score:.3g}: " + " <- ".join(p.node_names) for k, p in enumerate(paths))
     fig.text(0.01, 0.005, legend, fontsize=7, va="bottom", family="monospace")
-    out = pathlib.Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".png", dir=out.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    out = save_figure(fig, out_png, dpi=110)
     return out

@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
+from graphattn.io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +53,7 @@ def record_sum(directory: str | os.PathLike, filename: str, digest: str) -> None
     sums = read_sums(directory)
     sums[filename] = digest
     text = "".join(f"{d}  {f}\n" for f, d in sorted(sums.items()))
-    _atomic_write_bytes(directory / SUMS_FILE, text.encode())
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(directory / SUMS_FILE, text.encode())
 
 
 def verify(path: str | os.PathLike, sha256: str | None = None, expected_size: int | None = None) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import pandas as pd
 
 from .dataset import RecDataset
 from .splits import carve_valid
+from graphattn.io import atomic_write_text
 
 _SEP = np.zeros(256, dtype=bool)
 _SEP[[32, 9, 13, 11, 12, 10]] = True  # space, tab, CR, VT, FF, newline
@@ -156,17 +156,6 @@ def load_kgat(directory: str | os.PathLike, config: Mapping[str, Any] | None = N
         relation_names=None if names["relation"] is None else list(padded(names["relation"], n_relations)))
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _user_lines(pairs: np.ndarray, n_users: int) -> str:
     """One line per user (every user, so users without items survive): ``user item item ...``."""
     p = pairs[np.argsort(pairs[:, 0], kind="stable")]
@@ -193,14 +182,14 @@ def write_kgat_files(ds: RecDataset, directory: str | os.PathLike) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     train = np.concatenate([ds.train, ds.valid])
-    _atomic_write_text(directory / "train.txt", _user_lines(train, ds.n_users))
-    _atomic_write_text(directory / "test.txt", _user_lines(ds.test, ds.n_users))
+    atomic_write_text(directory / "train.txt", _user_lines(train, ds.n_users))
+    atomic_write_text(directory / "test.txt", _user_lines(ds.test, ds.n_users))
     if len(ds.kg):
         k = ds.kg.astype(str).astype(object)
         kg_text = "".join((k[:, 0] + " " + k[:, 1] + " " + k[:, 2] + "\n").tolist())
-        _atomic_write_text(directory / "kg_final.txt", kg_text)
+        atomic_write_text(directory / "kg_final.txt", kg_text)
     for kind, tokens in (("user", ds.user_tokens), ("item", ds.item_tokens), ("entity", ds.entity_tokens),
                          ("relation", ds.relation_names)):
         if tokens is not None:
-            _atomic_write_text(directory / f"{kind}_list.txt", _list_text(tokens))
+            atomic_write_text(directory / f"{kind}_list.txt", _list_text(tokens))
     return directory

@@ -11,14 +11,6 @@ from vision.ista_net import ISTANet, ISTAScore, TSABlock, token_positional_encod
 from vision.late_fusion_skeleton import LateFusionSkeleton
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tests are many tiny ops; on a busy machine OpenMP hand-offs between threads cost more than
-    the ops themselves, so run them on one thread (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 # ----------------------------------------------------------------------------- tokenizer and graph
 

@@ -10,13 +10,6 @@ from vision.datasets.quality import (_split_refs, distort, read_csiq, read_kadid
 from vision.maniqa import MANIQA, TAB, PatchWeightedScore, SwinBlock, swin_window_mask
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # two intra-op threads on a loaded 2-core machine thrash (measured 45x slower); restore afterwards
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_tab_equals_sdpa_with_channels_as_tokens_and_quirk():

@@ -5,13 +5,6 @@ from vision.base import VisionData
 from vision.overlock import IMPLS, ContMix, OverLoCK, OverLoCKNet, window_tables
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # two intra-op threads on a loaded 2-core machine thrash (measured 45x slower); restore afterwards
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _contmix(shape=(6, 7), k=5, s=3, heads=2, seed=0):

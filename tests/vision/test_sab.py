@@ -7,13 +7,6 @@ from vision.datasets.shapes_grounding import COLOURS, QuestionEncoder, Grounding
 from vision.sab import SABGrounding, SABGroundingNet, SentenceAttention, mask_iou
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # two intra-op threads on a loaded 2-core machine thrash (measured 45x slower); restore afterwards
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_sentence_attention_equals_hand_computed_gate():

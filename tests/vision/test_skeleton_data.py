@@ -11,14 +11,6 @@ from vision.datasets.skeleton import (INTERACTION_CLASSES, NTUBody, load_ntu_mut
                                       write_ntu_skeleton, write_sbu_skeleton)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tests are many tiny ops; on a busy machine OpenMP hand-offs between threads cost more than
-    the ops themselves, so run them on one thread (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _body(rng, body_id, joints=25, offset=0.0):

@@ -10,13 +10,6 @@ from vision.tcpa import TCPA, PostSoftmaxMask, PromptedViT, prompt_attention_div
 from vision.vit import SmallViT
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # two intra-op threads on a loaded 2-core machine thrash (measured 45x slower); restore afterwards
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _vit(seed=0):

@@ -30,13 +30,10 @@ Node features are ``[feat ; one-hot class ; geometry]``; frames are split into t
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import functools
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +44,7 @@ from torch.utils.data import Dataset
 from graphattn.registry import register_dataset
 from vision.base import IGNORE_INDEX, VisionData, split_indices
 from vision.graphs.object_graph import collate_frames
+from graphattn.io import atomic_write_text
 
 __all__ = ["AOI_LABELS", "APPEARANCE_CLASSES", "CONDITIONS", "FrameDataset", "make_frames", "load_gaze_objects", "load_gaze_recording", "write_recording"]
 
@@ -240,18 +238,6 @@ def load_gaze_recording(config: Any) -> VisionData:
                       meta={"in_features": frames[0]["x"].shape[1], "class_names": labels, "graph": True}, collate_fn=_collate(config))
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def write_recording(directory: str | Path, frames: list[dict[str, torch.Tensor]], feature_dim: int = 16, width: int = 1280, height: int = 720,
                     labelled: set[int] | None = None) -> Path:
     """Write synthetic frames (from :func:`make_frames`) in the recording layout, e.g. as a test fixture or an
@@ -269,10 +255,10 @@ def write_recording(directory: str | Path, frames: list[dict[str, torch.Tensor]]
             feats = ",".join(f"{v:.6f}" for v in f["x"][i, :feature_dim].tolist())
             det_lines.append(f"{f_id},{(cx - w / 2) * width:.3f},{(cy - h / 2) * height:.3f},{(cx + w / 2) * width:.3f},{(cy + h / 2) * height:.3f},{cls},{label},{feats}")
         gaze_lines.append(f"{f_id},{float(f['gaze'][0]) * width:.3f},{float(f['gaze'][1]) * height:.3f}")
-    _atomic_write(directory / "detections.csv", "\n".join(det_lines) + "\n")
-    _atomic_write(directory / "gaze.csv", "\n".join(gaze_lines) + "\n")
+    atomic_write_text(directory / "detections.csv", "\n".join(det_lines) + "\n")
+    atomic_write_text(directory / "gaze.csv", "\n".join(gaze_lines) + "\n")
     meta = {"image_width": width, "image_height": height, "classes": list(APPEARANCE_CLASSES), "labels": list(AOI_LABELS)}
-    _atomic_write(directory / "meta.json", json.dumps(meta, indent=1) + "\n")
+    atomic_write_text(directory / "meta.json", json.dumps(meta, indent=1) + "\n")
     return directory
 
 

@@ -28,9 +28,7 @@ folder of ``.skeleton`` files; keys in ``vision/dataset/ntu-mutual26.yaml``).
 """
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -43,6 +41,7 @@ from torch.utils.data import Dataset
 from graphattn.registry import register_dataset
 from graphattn.train import progress
 from vision.base import VisionData
+from graphattn.io import atomic_write_text
 
 __all__ = [
     "NTUBody", "read_ntu_skeleton", "write_ntu_skeleton", "ntu_to_array", "parse_ntu_name",
@@ -53,20 +52,6 @@ __all__ = [
     "rearrange_entities", "swap_entities", "resample_frames", "SkeletonDataset",
     "load_skeleton_interaction", "load_ntu_mutual26",
 ]
-
-
-def _atomic_write(path: str | Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="ascii", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # ============================================================================ NTU RGB+D .skeleton
@@ -180,7 +165,7 @@ def write_ntu_skeleton(path: str | Path, frames: Sequence[Sequence[NTUBody]]) ->
             out.append(" ".join([body.body_id] + [_fmt(v) for v in info]))
             out.append(str(len(joints)))
             out.extend(" ".join(_fmt(v) for v in row) for row in joints)
-    _atomic_write(path, "\n".join(out) + "\n")
+    atomic_write_text(path, "\n".join(out) + "\n")
 
 
 def ntu_to_array(frames: Sequence[Sequence[NTUBody]], max_bodies: int = 2, num_joints: int = 25) -> np.ndarray:
@@ -265,7 +250,7 @@ def write_sbu_skeleton(path: str | Path, x: np.ndarray) -> None:
     if x.ndim != 4 or x.shape[0] != 3 or x.shape[2:] != (15, 2):
         raise ValueError(f"expected x of shape (3, T, 15, 2), got {x.shape}")
     rows = x.transpose(1, 3, 2, 0).reshape(x.shape[1], -1)                         # (T, E*J*C)
-    _atomic_write(path, "".join(",".join([str(t + 1)] + [repr(float(v)) for v in r]) + "\n" for t, r in enumerate(rows)))
+    atomic_write_text(path, "".join(",".join([str(t + 1)] + [repr(float(v)) for v in r]) + "\n" for t, r in enumerate(rows)))
 
 
 # ============================================================================ synthetic interactions
