@@ -16,25 +16,18 @@ import os
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.timing import best_time  # noqa: E402
 
 
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def case_sparse(impl: str, nodes: int, edges: int, dim: int, heads: int, repeats: int) -> dict:
@@ -62,7 +55,7 @@ def case_sparse(impl: str, nodes: int, edges: int, dim: int, heads: int, repeats
     def step():
         out = layer(x, edge_index)
         out.sum().backward()
-    t = _time(step, repeats)
+    t = best_time(step, repeats)
     return {"seconds": t, "peak_mb": _rss_mb() - base}
 
 
@@ -84,7 +77,7 @@ def case_tokens(impl: str, tokens: int, dim: int, heads: int, batch: int, repeat
 
     def step():
         run().sum().backward()
-    t = _time(step, repeats)
+    t = best_time(step, repeats)
     return {"seconds": t, "peak_mb": _rss_mb() - base}
 
 

@@ -17,11 +17,12 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.timing import best_time  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -30,17 +31,6 @@ from graphattn.attention.linear import LinearAttention  # noqa: E402
 from vision.care import care_s0, count_macs  # noqa: E402
 
 
-def _time(fn, repeats: int) -> float:
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return min(times)  # the minimum is the least disturbed by other processes on a shared machine
 
 
 def main() -> None:
@@ -82,9 +72,9 @@ def main() -> None:
         n = side * side
         x = torch.randn(args.batch, n, args.dim, device=dev)
         with torch.no_grad():
-            t_lin = _time(lambda: lin(x, impl="fast"), args.repeats)
-            t_star = _time(lambda: lin(x, impl="star"), args.repeats)
-            t_soft = _time(lambda: soft(x), args.repeats)
+            t_lin = best_time(lambda: lin(x, impl="fast"), args.repeats)
+            t_star = best_time(lambda: lin(x, impl="star"), args.repeats)
+            t_soft = best_time(lambda: soft(x), args.repeats)
         rows.append({"side": side, "tokens": n, "linear_ms": t_lin * 1e3, "star_ms": t_star * 1e3,
                      "softmax_ms": t_soft * 1e3})
         print(f"{side:5d} {n:7d} | {t_lin * 1e3:9.2f} {t_star * 1e3:9.2f} {t_soft * 1e3:10.2f} | {t_soft / t_lin:11.1f}")

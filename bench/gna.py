@@ -18,11 +18,12 @@ import math
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.timing import best_time  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -32,17 +33,6 @@ from graphattn.ops import neighborhood_mask  # noqa: E402
 GATHER_MAX_KEYS = 256  # the gather path materialises (N, K, H, D) keys and values; skip it above this
 
 
-def _time(fn, repeats: int) -> float:
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return min(times)  # the minimum is the least disturbed by other processes on a shared machine
 
 
 def tile_prediction(shape, kernel, stride, tile: int) -> float:
@@ -67,7 +57,7 @@ def run(side: int, dim: int, heads: int, windows, strides, tile: int, repeats: i
     rows = []
     full_layer = NeighborhoodAttention(dim, heads, (side, side), side).to(device)
     with torch.no_grad():
-        t_full0 = t_full = _time(lambda: full_layer.attn(x), repeats)
+        t_full0 = t_full = best_time(lambda: full_layer.attn(x), repeats)
     where = f"{torch.get_num_threads()} thread(s)" if device == "cpu" else device
     print(f"grid {side}x{side} (N={n}), batch {batch}, dim {dim}, heads {heads}, {where}; "
           f"full SDPA attention: {t_full * 1e3:.2f} ms")
@@ -93,9 +83,9 @@ def run(side: int, dim: int, heads: int, windows, strides, tile: int, repeats: i
                         if err > 1e-4:
                             raise RuntimeError(f"k={k} s={s}: {impl} differs from masked by {err}")
                 for impl in impls:
-                    times[impl] = _time(lambda: layer(x, impl=impl), repeats)
+                    times[impl] = best_time(lambda: layer(x, impl=impl), repeats)
                 # full attention timed again next to this row: on a shared machine the load drifts
-                t_full = min(t_full0, _time(lambda: full_layer.attn(x), repeats))
+                t_full = min(t_full0, best_time(lambda: full_layer.attn(x), repeats))
             bound = n / (k * k)
             pred = tile_prediction((side, side), k, s, tile)
             row = {"kernel": k, "stride": s, "tokens": n, "full_ms": t_full * 1e3,

@@ -23,23 +23,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.timing import best_time  # noqa: E402
+
 import torch  # noqa: E402
 
 from graphattn.attention import GraphAttention  # noqa: E402
 from graphattn.attention.moh import MoHAttention  # noqa: E402
 
 
-def _time(fn, repeats: int) -> float:
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return min(times)  # the minimum is the least disturbed by other processes on a shared machine
 
 
 def _interleaved(fns, repeats: int) -> list[float]:
@@ -77,7 +68,7 @@ def main() -> None:
     x = torch.randn(args.batch, n, args.dim, device=dev)
     mha = GraphAttention(args.dim, args.dim, h).to(dev)
     with torch.no_grad():
-        t_mha = _time(lambda: mha(x), args.repeats)
+        t_mha = best_time(lambda: mha(x), args.repeats)
     where = f"{args.threads} thread(s)" if dev == "cpu" else dev
     print(f"B={args.batch}, N={n}, dim={args.dim}, heads={h}, {where}; MHA forward {t_mha * 1e3:.2f} ms")
     header = (f"{'shared':>6} {'top_k':>5} | {'active':>6} | {'dense ms':>8} {'routed ms':>9} | "
