@@ -21,6 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from graphattn.io import atomic_write_text  # noqa: E402
+
 from bench.timing import best_time  # noqa: E402
 
 
@@ -125,10 +127,7 @@ def main() -> None:
               f"{d['peak_mb']:>10.0f}{s['peak_mb']:>11.0f}")
     print("target: dense >= 10x faster than sparse at 1024 tokens")
     out = ROOT / "bench" / "results" / "attention.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, out)
+    atomic_write_text(out, json.dumps(results, indent=2))
     print(f"\nwrote {out.relative_to(ROOT)}")
 
 

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from graphattn.io import atomic_write_text, save_figure  # noqa: E402
 
 from bench.timing import best_time  # noqa: E402
 
@@ -88,12 +87,9 @@ def main() -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     tag = "cpu" if dev == "cpu" else "cuda"
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=args.out)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"device": dev, "threads": args.threads, "dim": args.dim, "heads": args.heads, "rows": rows,
+    atomic_write_text(args.out / f"care_bench_{tag}.json", json.dumps({"device": dev, "threads": args.threads, "dim": args.dim, "heads": args.heads, "rows": rows,
                    "care_s0": {"params": params, "params_without_dist_head": params - head, "macs": macs,
-                               "paper_params": 7.3e6, "paper_macs": 0.7e9}}, f, indent=1)
-    os.replace(tmp, args.out / f"care_bench_{tag}.json")
+                               "paper_params": 7.3e6, "paper_macs": 0.7e9}}, indent=1))
 
     import matplotlib
     matplotlib.use("Agg")
@@ -110,10 +106,7 @@ def main() -> None:
     ax.set_title(f"Linear vs softmax attention ({where})")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=args.out)
-    os.close(fd)
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, args.out / f"care_scaling_{tag}.png")
+    save_figure(fig, args.out / f"care_scaling_{tag}.png", dpi=120)
     plt.close(fig)
     print(f"wrote {args.out / f'care_bench_{tag}.json'} and {args.out / f'care_scaling_{tag}.png'}")
 

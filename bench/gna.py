@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from graphattn.io import atomic_write_text, save_figure  # noqa: E402
 
 from bench.timing import best_time  # noqa: E402
 
@@ -128,11 +127,7 @@ def plot(rows, path: Path, where: str) -> None:
     ax.set_title(f"GNA on a {int(math.sqrt(rows[0]['tokens']))}^2 grid ({where})")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -157,11 +152,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     tag = "cpu" if args.device == "cpu" else "cuda"
     target = args.out / f"gna_bench_{tag}.json"
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=args.out)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"device": args.device, "threads": args.threads, "batch": args.batch, "dim": args.dim,
-                   "heads": args.heads, "rows": rows}, f, indent=1)
-    os.replace(tmp, target)
+    atomic_write_text(target, json.dumps({"device": args.device, "threads": args.threads, "batch": args.batch, "dim": args.dim,
+                   "heads": args.heads, "rows": rows}, indent=1))
     where = f"CPU, {args.threads} thread" if tag == "cpu" else torch.cuda.get_device_name()
     plot(rows, args.out / f"gna_speedup_{tag}.png", where)
     print(f"wrote {target} and {args.out / f'gna_speedup_{tag}.png'}")

@@ -26,6 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from graphattn.io import atomic_write_text  # noqa: E402
+
 AMAZON = dict(n_users=70_679, n_items=24_915, n_other=88_572, n_relations=39, n_triples=2_557_746,
               n_inter=650_000)
 
@@ -241,10 +243,7 @@ def main() -> None:
     print(f"full-ranking evaluation of all users: exact {ours['eval_exact']:.1f} s, faiss Flat {ours['eval_faiss']:.1f} s "
           f"(recall@20 {ours['eval_exact_recall@20']:.4f} vs {ours['eval_faiss_recall@20']:.4f})")
     out = ROOT / "bench" / "results" / f"kgat-{args.scale}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, out)
+    atomic_write_text(out, json.dumps(results, indent=2))
     print(f"wrote {out.relative_to(ROOT)}")
 
 

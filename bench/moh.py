@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from graphattn.io import atomic_write_text, save_figure  # noqa: E402
 
 from bench.timing import best_time  # noqa: E402
 
@@ -99,12 +98,9 @@ def main() -> None:
         print(f"{shared:6d} {top_k:5d} | {frac:6.3f} | {t_dense * 1e3:8.2f} {t_routed * 1e3:9.2f} | "
               f"{t_routed / t_mha:10.2f} {t_dense / t_mha:9.2f}")
     args.out.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=args.out)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"device": dev, "threads": args.threads, "batch": args.batch, "tokens": n, "dim": args.dim,
-                   "heads": h, "rows": rows}, f, indent=1)
     tag = "cpu" if dev == "cpu" else "cuda"
-    os.replace(tmp, args.out / f"moh_bench_{tag}.json")
+    atomic_write_text(args.out / f"moh_bench_{tag}.json", json.dumps({"device": dev, "threads": args.threads, "batch": args.batch, "tokens": n, "dim": args.dim,
+                   "heads": h, "rows": rows}, indent=1))
 
     import matplotlib
     matplotlib.use("Agg")
@@ -120,10 +116,7 @@ def main() -> None:
     ax.set_title(f"MoH forward, {where} (B={args.batch}, N={n}, {h} heads)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=args.out)
-    os.close(fd)
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, args.out / f"moh_time_{tag}.png")
+    save_figure(fig, args.out / f"moh_time_{tag}.png", dpi=120)
     plt.close(fig)
     print(f"wrote {args.out / f'moh_bench_{tag}.json'} and {args.out / f'moh_time_{tag}.png'}")
 

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,6 +29,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from graphattn.io import atomic_write_text, save_figure  # noqa: E402
 
 import recsys.sequential  # noqa: E402,F401  (registers the task, models and datasets)
 from graphattn.config import Config, parse_cli_overrides  # noqa: E402
@@ -135,17 +135,11 @@ def _save_png(path: Path, gaps: np.ndarray, var: np.ndarray, title: str) -> None
     ax.set_ylabel("predictive variance")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=120)
 
 
 def _save_json(path: Path, obj) -> None:
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=2)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2))
 
 
 def main(argv=None) -> int:

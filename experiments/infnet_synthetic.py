@@ -23,6 +23,7 @@ import torch  # noqa: E402
 
 import recsys.multitask  # noqa: E402,F401  (registers the task and models)
 from graphattn.config import Config  # noqa: E402
+from graphattn.io import save_figure  # noqa: E402
 from graphattn.registry import get_model  # noqa: E402
 from graphattn.train import seed_everything  # noqa: E402
 from recsys.multitask.data import synthetic_three_task  # noqa: E402
@@ -103,10 +104,7 @@ def main() -> None:
     ax.set_ylabel("test AUC")
     ax.legend(fontsize="small")
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, out)
+    save_figure(fig, out, dpi=100)
     print(f"plot: {out}")
 
 

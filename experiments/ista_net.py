@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,6 +32,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from graphattn.io import atomic_write_text, save_figure  # noqa: E402
 
 import vision  # noqa: E402,F401  (registers the vision task)
 import vision.ista_net  # noqa: E402,F401
@@ -97,10 +97,7 @@ def per_class(pred: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
 
 
 def _write_json(path: Path, obj) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2))
 
 
 def main(argv=None) -> int:
@@ -202,10 +199,7 @@ def main(argv=None) -> int:
     ax.legend(fontsize=7, loc="lower left")
     ax.set_title("Synthetic interactions (* = relational-only classes)")
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=out, suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, out / "per_class.png")
+    save_figure(fig, out / "per_class.png", dpi=100)
     print(f"wrote {out / 'results.json'} and {out / 'per_class.png'}")
     return 0
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -24,6 +23,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from graphattn.io import atomic_write_text  # noqa: E402
 
 import recsys  # noqa: E402,F401
 from graphattn.config import Config  # noqa: E402
@@ -103,10 +104,7 @@ def main() -> None:
         summary["KGAT_attention"] = {k: float(np.mean([a[k] for a in attention])) for k in keys}
         print("KGAT attention (mean over seeds):", {k: round(v, 4) for k, v in summary["KGAT_attention"].items()})
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"args": vars(args), "per_seed": results, "summary": summary}, indent=2))
-    os.replace(tmp, out)
+    atomic_write_text(out, json.dumps({"args": vars(args), "per_seed": results, "summary": summary}, indent=2))
     print(f"wrote {out}")
 
 

@@ -8,9 +8,7 @@ the patch-weighted score, no TAB, no SSTB, and the official TAB reshape quirk. W
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from graphattn.io import save_figure  # noqa: E402
 
 from vision.datasets.quality import load_iqa_synthetic  # noqa: E402
 from vision.maniqa import MANIQANet  # noqa: E402
@@ -121,11 +121,7 @@ def plot(net, data, path):
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     print(f"wrote {path.relative_to(ROOT)}")
 

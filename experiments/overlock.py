@@ -9,9 +9,7 @@ how much that kernel changes when only the far half of the image changes. Writes
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from graphattn.io import save_figure  # noqa: E402
 
 from vision.datasets.digits import load_digits_data  # noqa: E402
 from vision.overlock import OverLoCKNet  # noqa: E402
@@ -138,11 +138,7 @@ def plot(net, xt, path):
         ax.set_yticks([])
     fig.suptitle("ContMix 5x5 kernels (group 0) on the 8x8 Focus map; bottom: only the far quarter changed")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     print(f"wrote {path.relative_to(ROOT)}")
 

@@ -19,14 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from graphattn.io import atomic_write_text, save_figure  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -302,11 +301,7 @@ def study_care(seeds, epochs):
 
 def _save_fig(fig, path: Path):
     import matplotlib.pyplot as plt
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -338,10 +333,7 @@ def main():
     args.out.mkdir(parents=True, exist_ok=True)
     name = f"primitives_{args.which}_{args.tag}.json" if args.tag and not args.merge else f"primitives_{args.which}.json"
     target = args.out / name
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=args.out)
-    with os.fdopen(fd, "w") as f:
-        json.dump(result, f, indent=1)
-    os.replace(tmp, target)
+    atomic_write_text(target, json.dumps(result, indent=1))
     if args.which == "moh" and not args.tag:
         _plot_usage(result["rows"], args.out / "moh_usage.png")
     print(f"wrote {target} ({result['seconds']:.0f} s of training)")

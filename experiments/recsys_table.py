@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import ast
 import json
-import os
 import sys
 import tempfile
 import time
@@ -23,6 +22,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from graphattn.io import atomic_write_text  # noqa: E402
 
 import recsys  # noqa: E402,F401
 from graphattn.config import Config  # noqa: E402
@@ -69,7 +70,7 @@ def main() -> None:
                 rows[model].append(test)
                 print(f"{model:<6} seed {seed}: " + " ".join(f"{c}={test[c]:.4f}" for c in COLUMNS)
                       + f"  ({epochs} epochs, {test['seconds']:.0f} s)", flush=True)
-    print(f"\n| model | " + " | ".join(COLUMNS) + " | epochs | seconds |")
+    print("\n| model | " + " | ".join(COLUMNS) + " | epochs | seconds |")
     print("| --- |" + " ---: |" * (len(COLUMNS) + 2))
     for model, runs in rows.items():
         cells = []
@@ -80,10 +81,7 @@ def main() -> None:
         sec = np.mean([r["seconds"] for r in runs])
         print(f"| {model} | " + " | ".join(cells) + f" | {ep:.0f} | {sec:.0f} |")
     out = Path(args.out or ROOT / "docs" / f"recsys_{args.dataset}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"dataset": args.dataset, "overrides": overrides, "runs": rows}, indent=2))
-    os.replace(tmp, out)
+    atomic_write_text(out, json.dumps({"dataset": args.dataset, "overrides": overrides, "runs": rows}, indent=2))
     print(f"wrote {out}")
 
 

@@ -11,9 +11,7 @@ when the questions are shuffled across the batch (a grounded model must then los
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from graphattn.io import save_figure  # noqa: E402
 
 from vision.datasets.shapes_grounding import QuestionEncoder, GroundingSet, make_scene, COLOURS, SHAPES  # noqa: E402
 from vision.sab import SABGroundingNet, dice_loss, mask_iou  # noqa: E402
@@ -133,11 +133,7 @@ def plot(net, enc, size, path):
         ax.axis("off")
     fig.suptitle("SAB (softmax gate): predicted mask per question, same image")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     print(f"wrote {path.relative_to(ROOT)}")
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from graphattn.io import save_figure  # noqa: E402
 
 from graphattn.interpret import capture_attention  # noqa: E402
 from vision.base import split_indices  # noqa: E402
@@ -170,11 +170,7 @@ def plot(probe, path: Path):
         fig.colorbar(im, ax=ax, fraction=0.046)
     fig.suptitle("Attention to prompts (post-softmax masking; head mean)")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     print(f"wrote {path.relative_to(ROOT)}")
 
