@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from graphattn.attention import GraphAttention, RelationalScore
 from graphattn.graphs import collaborative_kg
-from graphattn.ops import FixedAdjacency, typed_linear
+from graphattn.ops import FixedAdjacency, dropout, receptive_fields, typed_linear
 from graphattn.registry import register_model
 
 from ..sampler import BPRSampler, KGSampler
@@ -56,19 +56,20 @@ class KGAT(RecModel):
     """
 
     phases = ("cf", "kg")
+    restrict_below = 0.5   # batch propagation: layers whose receptive field is smaller than this share are sliced
 
     def __init__(self, config, data):
         super().__init__(config, data)
         d, k = config["embedding_size"], config["kg_embedding_size"]
         sizes = [d] + list(config["layers"])
-        dropout = list(config["mess_dropout"])
-        if len(dropout) != len(sizes) - 1:
-            raise ValueError(f"mess_dropout needs one value per layer ({len(sizes) - 1}), got {dropout}")
+        drop = list(config["mess_dropout"])
+        if len(drop) != len(sizes) - 1:
+            raise ValueError(f"mess_dropout needs one value per layer ({len(sizes) - 1}), got {drop}")
         if config["attention_mode"] not in ("fixed", "end_to_end"):
             raise ValueError(f"attention_mode must be 'fixed' or 'end_to_end', got {config['attention_mode']!r}")
         self.attention_mode, self.use_attention = config["attention_mode"], bool(config["use_attention"])
         self.reg_cf, self.reg_kg = (float(v) for v in config["reg_weight"])
-        self.mess_dropout = dropout
+        self.mess_dropout = drop
         self.n_entities, self.n_kg_relations = data.n_entities, data.n_relations
 
         graph = collaborative_kg(data.n_users, data.n_entities, data.train, data.kg, data.n_relations)
@@ -132,8 +133,38 @@ class KGAT(RecModel):
     def on_epoch_end(self) -> None:
         self.refresh_attention()
 
-    def propagate(self) -> Tensor:
-        """All node representations: the concatenation of layer 0..L (dropout only in training mode)."""
+    def propagate(self, nodes: Tensor | None = None) -> Tensor:
+        """Representations (the concatenation of layers 0..L; dropout only in training mode) of every node, or
+        of ``nodes`` only (duplicates allowed, order kept).
+
+        With ``nodes`` and a fixed attention matrix, layer ``l`` computes only the rows that later layers need
+        (the receptive field of ``nodes``, :func:`graphattn.ops.receptive_fields`) and the readout normalises only
+        the rows asked for: the same numbers as ``propagate()[nodes]`` without the full-graph work of the last
+        layers. A layer whose field covers more than ``restrict_below`` of the nodes runs on the full matrix
+        (slicing the matrix would cost more than it saves).
+        """
+        if nodes is None or (self.attention_mode == "end_to_end" and self.use_attention):
+            reps = self._propagate_all()
+            return reps if nodes is None else reps.index_select(0, nodes)
+        adjacency = self.adjacency
+        fields = receptive_fields(adjacency, nodes, len(self.layers) - 1, int(self.restrict_below * self.n_nodes))
+        target = fields[-1] if fields else torch.unique(nodes)
+        x, x_nodes = self.embedding.weight, None                  # x holds the rows x_nodes (None: all nodes)
+        outputs = [x.index_select(0, target)]
+        rows_of_layer = [None] * (len(self.layers) - len(fields)) + fields
+        for layer, p, rows in zip(self.layers, self.mess_dropout, rows_of_layer):
+            if rows is None:
+                x_dst, agg = x, adjacency.propagate(x)
+            else:
+                agg = adjacency.restrict(rows, x_nodes).propagate(x)
+                x_dst = x.index_select(0, rows if x_nodes is None else torch.searchsorted(x_nodes, rows))
+                x_nodes = rows
+            x = dropout(layer.update(x_dst, agg), p, self.training)
+            pick = target if x_nodes is None else torch.searchsorted(x_nodes, target)
+            outputs.append(F.normalize(x.index_select(0, pick), dim=1))
+        return torch.cat(outputs, dim=1).index_select(0, torch.searchsorted(target, nodes))
+
+    def _propagate_all(self) -> Tensor:
         x = self.embedding.weight
         outputs = [x]
         weights = None
@@ -144,7 +175,7 @@ class KGAT(RecModel):
                 agg = self.adjacency.propagate(x)
             else:
                 agg = layer.propagate(weights, x, self.edge_index, self.n_nodes)
-            x = F.dropout(layer.update(x, agg), p, self.training)
+            x = dropout(layer.update(x, agg), p, self.training)
             outputs.append(F.normalize(x, dim=1))
         return torch.cat(outputs, dim=1)
 
@@ -164,8 +195,7 @@ class KGAT(RecModel):
         return {"cf": adam(self.parameters(), lr), "kg": adam(self.parameters(), lr)}
 
     def cf_loss(self, users, pos, neg):
-        reps = self.propagate()
-        u, i, j = reps[self.user_nodes(users)], reps[pos], reps[neg]
+        u, i, j = self.propagate(torch.cat([self.user_nodes(users), pos, neg])).chunk(3)
         mf = bpr_loss((u * i).sum(-1), (u * j).sum(-1))
         reg = self.reg_cf * l2_half(u, i, j) / users.numel()
         return mf + reg, {"bpr": mf.item()}

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from graphattn.attention import GraphAttention, RelationalScore
@@ -76,3 +77,45 @@ def test_relational_score_chunking_is_exact():
     whole = score.edge(x, x, edge_index, edge_type)
     score.chunk_size = 7
     assert torch.allclose(score.edge(x, x, edge_index, edge_type), whole, atol=1e-6)
+
+
+def test_restricted_adjacency_equals_rows_of_the_full_product_with_gradients():
+    from graphattn.ops import FixedAdjacency, receptive_fields
+    torch.manual_seed(1)
+    n = 40
+    edge_index = torch.randint(0, n, (2, 300))
+    adj = FixedAdjacency(edge_index, torch.rand(300), n)
+    fields = receptive_fields(adj, torch.tensor([5, 5, 31]), hops=2)
+    assert torch.equal(fields[-1], torch.tensor([5, 31]))
+    for rows, cols in zip(fields[1:], fields[:-1]):
+        # every in-neighbour of the rows is among the columns, and the rows themselves too
+        src, dst = edge_index
+        assert set(src[torch.isin(dst, rows)].tolist()) | set(rows.tolist()) == set(cols.tolist())
+        x = torch.randn(n, 3, requires_grad=True)
+        for sub, x_in in ((adj.restrict(rows, cols), x[cols]), (adj.restrict(rows), x)):
+            out = sub.propagate(x_in)
+            ref = adj.propagate(x)[rows]
+            assert torch.allclose(out, ref, atol=1e-6)
+            g = torch.randn_like(ref)
+            (g_sub,) = torch.autograd.grad((out * g).sum(), x)
+            (g_ref,) = torch.autograd.grad((ref * g).sum(), x)
+            assert torch.allclose(g_sub, g_ref, atol=1e-6)
+    with pytest.raises(ValueError, match="in-neighbour"):
+        adj.restrict(fields[-1], fields[-1])
+    # max_size leaves out the fields above it, from the largest
+    sizes = [f.numel() for f in fields]
+    assert [f.numel() for f in receptive_fields(adj, torch.tensor([5, 31]), 2, max_size=sizes[1])] == sizes[1:]
+    assert receptive_fields(adj, torch.tensor([5, 31]), 2, max_size=1) == []
+
+
+def test_dropout_keeps_expectation_and_rate():
+    from graphattn.ops import dropout
+    torch.manual_seed(0)
+    x = torch.ones(200_000)
+    y = dropout(x, 0.25)
+    assert abs((y == 0).float().mean().item() - 0.25) < 0.01
+    assert abs(y.mean().item() - 1.0) < 0.01
+    assert torch.equal(dropout(x, 0.25, training=False), x)
+    assert torch.equal(dropout(x, 1.0), torch.zeros_like(x))
+    with pytest.raises(ValueError):
+        dropout(x, 1.5)

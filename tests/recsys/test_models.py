@@ -151,3 +151,22 @@ def test_kg_sampler_corrupts_only_to_false_triples():
         h, r, t, n = s.sample()
         assert all((a, b, c) in true for a, b, c in zip(h, r, t))
         assert not any((a, b, c) in true for a, b, c in zip(h, r, n))
+
+
+@pytest.mark.parametrize("aggregator", ["bi", "gcn", "graphsage"])
+@pytest.mark.parametrize("restrict_below", [0.0, 0.4, 1.0])
+def test_kgat_batch_propagation_equals_full_propagation(data, aggregator, restrict_below):
+    """Propagating only a batch's receptive field gives the full propagation's rows, and the same gradients."""
+    torch.manual_seed(0)
+    model = get_model("KGAT")(config_for("KGAT", aggregator=aggregator, layers=[16, 8, 8],
+                                         mess_dropout=[0.1, 0.1, 0.1]), data).eval()
+    model.restrict_below = restrict_below
+    model.refresh_attention()
+    nodes = torch.tensor([model.n_nodes - 1, 3, 3, 0, 17, model.n_entities + 5])
+    full = model.propagate()
+    part = model.propagate(nodes)
+    assert torch.allclose(part, full[nodes], atol=1e-6)
+    g = torch.randn_like(part)
+    (g_full,) = torch.autograd.grad((full[nodes] * g).sum(), model.embedding.weight)
+    (g_part,) = torch.autograd.grad((part * g).sum(), model.embedding.weight)
+    assert torch.allclose(g_full, g_part, atol=1e-6)
