@@ -1,16 +1,18 @@
-"""DependencyViT on scikit-learn digits (32 px, patch 4 -> 64 tokens): accuracy and the cost of leaf pruning.
+"""DependencyViT on scikit-learn digits (32 px, patch 4 -> 64 tokens, the spec's setting): accuracy and the
+cost of leaf pruning.
 
-Trains, through the vision trainer:
+For every seed in ``--seeds``, trains through the vision trainer (best epoch picked on the validation split):
   1. DependencyViT (no pruning),
-  2. DependencyViT-Lite: the same, pruning 16 % of the original tokens after each of the blocks ``--prune``,
+  2. DependencyViT-Lite: the same, pruning 16 % of the original tokens in each of the blocks ``--prune``
+     (right after their attention, as in the timm port; 64 -> 54 -> 44 -> 34 -> 24 tokens with the default),
 then evaluates (1) also with pruning switched on at inference only, and times inference of the pruned and
-unpruned forward passes (eval mode, ``--batch`` images, median of repeats) on the CPU (1 thread) and, when
-present, the GPU.
+unpruned forward passes (eval mode, ``--batch`` images, median of repeats, seed 0's models) on the CPU
+(1 thread) and, when present, the GPU.
 
-Checks (printed as PASS/FAIL): full model > 95 % test accuracy; the Lite model within 1 point of it; the
-pruned forward pass measurably faster.
+Checks (printed as PASS/FAIL, on the mean over seeds): full model > 95 % test accuracy; the Lite model within
+1 point of it; the pruned forward pass at least 10 % faster.
 
-    python bench/dependency_vit.py [--epochs 60] [--out bench/results/dependency_vit]
+    python bench/dependency_vit.py [--epochs 40] [--seeds 0 1] [--set augment_shift=2] [--out bench/results/dependency_vit]
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import vision  # noqa: E402,F401
 from vision import dependency_vit  # noqa: E402,F401  (registers DependencyViT)
 from graphattn.config import Config, parse_cli_overrides  # noqa: E402
+from graphattn.io import atomic_write_text  # noqa: E402
 from graphattn.train import RunDir, load_checkpoint, resolve_device  # noqa: E402
 from vision.trainer import build_data, build_model, evaluate, train  # noqa: E402
 
@@ -42,7 +45,8 @@ def train_one(overrides: dict, runs: Path):
     data = build_data(config)
     model = build_model(config, data)
     model.load_state_dict(load_checkpoint(path / "best.pt")["model"])
-    return config, data, model, test
+    valid = float(load_checkpoint(path / "best.pt")["accuracy"])
+    return config, data, model, {**test, "valid_accuracy": valid}
 
 
 @torch.no_grad()
@@ -68,12 +72,12 @@ def time_forward(models: dict, x, repeats: int) -> dict[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--out", default="bench/results/dependency_vit")
-    parser.add_argument("--prune", default="1,2,3,4", help="blocks after which to prune (default: 64 -> 54 -> 44 -> 34 -> 24 tokens with depth 6)")
+    parser.add_argument("--prune", default="1,2,3,4", help="blocks in which to prune (default with depth 6: attention sees 64, 64, 54, 44, 34, 24 tokens; 24 are pooled)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra config overrides, e.g. embed_dim=48 depth=4")
     parser.add_argument("--runs", default=None, help="checkpoint_dir of the training runs (default <out>/runs)")
     args = parser.parse_args()
@@ -82,17 +86,25 @@ def main() -> int:
     out = Path(args.out)
     PRUNE = [int(v) for v in args.prune.split(",")]
     out.mkdir(parents=True, exist_ok=True)
-    common = {"epochs": args.epochs, "seed": args.seed, "stopping_step": max(10, args.epochs), **parse_cli_overrides([f"--{kv}" for kv in args.set])}
+    overrides = parse_cli_overrides([f"--{kv}" for kv in args.set])
 
-    cfg, data, full, full_test = train_one(common, runs)
-    _, _, lite, lite_test = train_one({**common, "prune_layers": PRUNE}, runs)
-    device = resolve_device(cfg["device"])
-    loader = torch.utils.data.DataLoader(data.test, batch_size=512)
-    full.to(device)
-    full.prune_layers = list(PRUNE)  # same weights, pruning switched on at inference only
-    pruned_at_inference = evaluate(full, loader, device, ["accuracy"])["accuracy"]
-    full.prune_layers = []
+    per_seed, models = {}, {}
+    for seed in args.seeds:
+        common = {"epochs": args.epochs, "seed": seed, "stopping_step": max(10, args.epochs), **overrides}
+        cfg, data, full, full_test = train_one(common, runs)
+        _, _, lite, lite_test = train_one({**common, "prune_layers": PRUNE}, runs)
+        device = resolve_device(cfg["device"])
+        loader = torch.utils.data.DataLoader(data.test, batch_size=512)
+        full.to(device)
+        full.prune_layers = list(PRUNE)  # same weights, pruning switched on at inference only
+        pruned_at_inference = evaluate(full, loader, device, ["accuracy"])["accuracy"]
+        full.prune_layers = []
+        per_seed[seed] = {"full": full_test["accuracy"], "lite": lite_test["accuracy"], "full_pruned_at_inference": pruned_at_inference,
+                          "valid_full": full_test["valid_accuracy"], "valid_lite": lite_test["valid_accuracy"]}
+        print(f"seed {seed}: " + "  ".join(f"{k} {v:.4f}" for k, v in per_seed[seed].items()), flush=True)
+        models.setdefault("first", (data, full, lite))
 
+    data, full, lite = models["first"]
     x = torch.cat([data.test[i][0][None] for i in range(min(args.batch, len(data.test)))])
     x = x.repeat((args.batch + len(x) - 1) // len(x), 1, 1, 1)[: args.batch]
     timings = {}
@@ -101,20 +113,22 @@ def main() -> int:
         lite.to(dev)
         t = time_forward({"full": (full, []), "pruned": (lite, PRUNE)}, x.to(dev), args.repeats)
         timings.update({f"{dev}/{k}": v for k, v in t.items()})
+    mean = {k: statistics.mean(r[k] for r in per_seed.values()) for k in next(iter(per_seed.values()))}
     result = {
-        "test_accuracy_full": full_test["accuracy"],
-        "test_accuracy_lite_trained_with_pruning": lite_test["accuracy"],
-        "test_accuracy_full_pruned_at_inference": pruned_at_inference,
+        "per_seed": per_seed,
+        "mean": mean,
         "tokens_per_block_lite": lite.kept_tokens(),
+        "prune_layers": PRUNE,
+        "overrides": overrides,
         "forward_seconds": timings,
         "batch": args.batch,
         "epochs": args.epochs,
     }
-    (out / "result.json").write_text(json.dumps(result, indent=2))
+    atomic_write_text(out / "result.json", json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     checks = [
-        ("full DependencyViT test accuracy > 0.95", full_test["accuracy"] > 0.95),
-        ("Lite (trained with pruning) within 1 point of full", lite_test["accuracy"] >= full_test["accuracy"] - 0.01),
+        ("full DependencyViT test accuracy > 0.95 (mean over seeds)", mean["full"] > 0.95),
+        ("Lite (trained with pruning) within 1 point of full (mean over seeds)", mean["lite"] >= mean["full"] - 0.01),
     ]
     for dev in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
         speedup = timings[f"{dev}/full"] / timings[f"{dev}/pruned"]

@@ -35,6 +35,7 @@ import vision  # noqa: E402,F401
 from vision import dependency_vit  # noqa: E402,F401
 from vision.datasets import parts as _parts  # noqa: E402,F401
 from graphattn.config import Config, parse_cli_overrides  # noqa: E402
+from graphattn.io import atomic_write_text, save_figure  # noqa: E402
 from graphattn.train import RunDir, load_checkpoint, resolve_device  # noqa: E402
 from vision.graphs.parent_tree import ancestors, build_tree, dependency_mask, groups_at_depth, patch_majority_labels  # noqa: E402
 from vision.trainer import build_data, build_model, train  # noqa: E402
@@ -116,6 +117,9 @@ def main() -> int:
         all_trees[name] = tr
         rows = [scores([groups_at_depth(t, d) for t in tr]) for d in range(1, depth + 1)]
         ari[name], fg_ari[name] = [r[0] for r in rows], [r[1] for r in rows]
+    # collapse diagnostic: per block, share of the image's tokens whose parent is its most chosen parent
+    hub_share = {name: [float(np.mean([torch.bincount(t[l][t[l] >= 0]).max().item() / int((t[l] >= 0).sum()) for t in tr])) for l in range(depth)]
+                 for name, tr in all_trees.items()}
     feats = final_tokens(plain, images, device)
     km = []
     for g, f in zip(gt, feats):
@@ -145,13 +149,16 @@ def main() -> int:
     for name in ari:
         print(f"{name + ' ARI':<18s} " + "  ".join(f"{v:6.3f}" for v in ari[name]))
         print(f"{name + ' FG-ARI':<18s} " + "  ".join(f"{v:6.3f}" for v in fg_ari[name]))
+    for name, row in hub_share.items():
+        print(f"{name + ' hub share':<18s} " + "  ".join(f"{v:6.3f}" for v in row) + "   (share of tokens whose parent is the most chosen one)")
     print(f"k-means on plain-ViT final features (oracle k): ARI {ari_kmeans:.3f}  FG-ARI {fg_ari_kmeans:.3f}")
-    print(f"leaf pruning (after blocks {prune_at[0]}-{prune_at[-1]}, 16% each): background share of pruned tokens {np.mean(bg_pruned):.3f} vs {np.mean(bg_all):.3f} of all tokens")
+    print(f"leaf pruning (in blocks {prune_at[0]}-{prune_at[-1]}, 16% each): background share of pruned tokens {np.mean(bg_pruned):.3f} vs {np.mean(bg_all):.3f} of all tokens")
     best_dep, best_plain = max(fg_ari["DependencyViT"]), max(fg_ari["plain ViT"])
     result = {"accuracy": {"DependencyViT": dep_test["accuracy"], "plain ViT": plain_test["accuracy"]}, "ari_by_depth": ari,
               "fg_ari_by_depth": fg_ari, "ari_kmeans_plain_features": ari_kmeans, "fg_ari_kmeans_plain_features": fg_ari_kmeans, "background_share_pruned": float(np.mean(bg_pruned)),
-              "background_share_all": float(np.mean(bg_all)), "epochs": args.epochs}
-    (out / "result.json").write_text(json.dumps(result, indent=2))
+              "background_share_all": float(np.mean(bg_all)), "hub_share_by_block": hub_share, "epochs": args.epochs, "seed": args.seed,
+              "num_train": args.num_train, "overrides": common}
+    atomic_write_text(out / "result.json", json.dumps(result, indent=2))
     plot(out, fg_ari, fg_ari_kmeans, images, test, all_trees, gt, patch, int(np.argmax(fg_ari["DependencyViT"])) + 1, int(cfg["image_size"]))
     ok = best_dep > best_plain + 0.1
     print(f"{'PASS' if ok else 'FAIL'}  DependencyViT best-depth FG-ARI {best_dep:.3f} > plain ViT best {best_plain:.3f} + 0.1")
@@ -174,7 +181,7 @@ def plot(out, ari, ari_kmeans, images, test, all_trees, gt, patch, depth, size):
     ax.set_ylabel("FG-ARI vs object masks")
     ax.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(out / "ari_by_depth.png", dpi=110)
+    save_figure(fig, out / "ari_by_depth.png", dpi=110)
     plt.close(fig)
 
     grid = size // patch
@@ -206,7 +213,7 @@ def plot(out, ari, ari_kmeans, images, test, all_trees, gt, patch, depth, size):
     for ax in axes.ravel():
         ax.set_axis_off()
     fig.tight_layout()
-    fig.savefig(out / "trees.png", dpi=100)
+    save_figure(fig, out / "trees.png", dpi=100)
     plt.close(fig)
 
 

@@ -1,11 +1,12 @@
 """Results table: BPRMF, CKE and KGAT on a dataset with the shipped configs, mean and spread over seeds.
 
     python experiments/recsys_table.py [--dataset ml-100k] [--models BPRMF CKE KGAT] [--seeds 0 1 2]
-        [--set key=value ...] [--out docs/recsys_ml-100k.json]
+        [--set [MODEL:]key=value ...] [--pretrain BPRMF] [--out docs/recsys_ml-100k.json]
 
 Each (model, seed) trains through the project's trainer exactly as ``run.py`` would (the merged config of
 overall < model < dataset YAML, plus ``--set`` overrides) and is evaluated on the test split at its best
-validation epoch. Prints a markdown table (mean ± std over seeds) and writes the per-run numbers as JSON.
+validation epoch. With ``--pretrain BPRMF``, every KGAT run starts from the BPRMF run of the same seed (list
+BPRMF first). Prints a markdown table (mean ± std over seeds) and writes the per-run numbers as JSON.
 """
 from __future__ import annotations
 
@@ -38,27 +39,38 @@ def main() -> None:
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--models", nargs="+", default=["BPRMF", "CKE", "KGAT"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--set", nargs="*", default=[], metavar="[MODEL:]KEY=VALUE",
+                        help="config override for every model, or for MODEL only")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--pretrain", default=None, metavar="MODEL",
+                        help="initialise KGAT from this model's run of the same seed (KGAT's pretrain key)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    overrides = {}
+    overrides: dict[str | None, dict] = {}          # model (None: every model) -> key -> value
     for item in args.set:
         key, _, value = item.partition("=")
+        model, _, key = key.rpartition(":")
         try:
-            overrides[key] = ast.literal_eval(value)
+            parsed = ast.literal_eval(value)
         except (ValueError, SyntaxError):
-            overrides[key] = value
+            parsed = value
+        overrides.setdefault(model or None, {})[key] = parsed
     rows: dict[str, list[dict]] = {m: [] for m in args.models}
+    run_paths: dict[tuple[str, int], Path] = {}
+    if args.pretrain and (args.pretrain not in args.models or args.models.index(args.pretrain) > args.models.index("KGAT")):
+        parser.error(f"--pretrain {args.pretrain}: list {args.pretrain} before KGAT in --models")
     with tempfile.TemporaryDirectory() as work:
         for model in args.models:
             for seed in args.seeds:
+                extra = {"pretrain": str(run_paths[args.pretrain, seed])} if args.pretrain and model == "KGAT" else {}
                 cfg = Config(model, args.dataset, config_dict={"seed": seed, "show_progress": False,
                                                               "checkpoint_dir": work, "log_level": "WARNING",
-                                                              **overrides})
+                                                              **overrides.get(None, {}),
+                                                              **overrides.get(model, {}), **extra})
                 seed_everything(seed)
                 run = RunDir.create(cfg)
+                run_paths[model, seed] = run.path
                 t0 = time.perf_counter()
                 try:
                     test, _, _ = fit(cfg, run)
@@ -81,7 +93,9 @@ def main() -> None:
         sec = np.mean([r["seconds"] for r in runs])
         print(f"| {model} | " + " | ".join(cells) + f" | {ep:.0f} | {sec:.0f} |")
     out = Path(args.out or ROOT / "docs" / f"recsys_{args.dataset}.json")
-    atomic_write_text(out, json.dumps({"dataset": args.dataset, "overrides": overrides, "runs": rows}, indent=2))
+    overrides = {model or "*": values for model, values in overrides.items()}
+    atomic_write_text(out, json.dumps({"dataset": args.dataset, "overrides": overrides, "pretrain": args.pretrain,
+                                       "runs": rows}, indent=2))
     print(f"wrote {out}")
 
 

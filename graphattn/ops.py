@@ -230,7 +230,6 @@ def neighborhood_indices(shape: int | Sequence[int], kernel_size: int | Sequence
     of query ``i`` (padded with 0 where ``valid`` is False, which only happens for causal windows).
     """
     mask = neighborhood_mask(shape, kernel_size, stride, dilation, causal)
-    n = mask.shape[0]
     nd = 1 if isinstance(shape, int) else len(tuple(shape))
     k_total = math.prod(_as_tuple(kernel_size, nd, "kernel_size"))
     counts = mask.sum(1)

@@ -21,9 +21,11 @@ message over candidate parents with a softmax over its *outgoing* edges, gated b
 The attention is :class:`graphattn.attention.GraphAttention` with ``normalizer="src_softmax"`` (softmax over
 the receivers of each sender, the transpose of standard attention) and :class:`GatedValueMessage`
 (``v_i p_i[h] m_i``) as its message. The dependency mask ``A_M = sum_h A_R`` gives each token's parent
-(``argmax_j A_M[j, i]``, see :mod:`vision.graphs.parent_tree`). DependencyViT-Lite prunes, after the blocks
+(``argmax_j A_M[j, i]``, see :mod:`vision.graphs.parent_tree`). DependencyViT-Lite prunes, in the blocks
 listed in ``prune_layers``, the tokens that receive the least mass (leaves), ``prune_ratio`` of the original
-token count per step, keeping a map to original patch positions.
+token count per step, keeping a map to original patch positions. As in the port, a pruned leaf is removed
+right after the attention of that block, i.e. after it has sent its message to its parents and before the
+block's MLP (``prune_after: attention``; ``block`` prunes after the MLP instead).
 
 Deviations and reconstructions (no official code exists; the public timm PR #2062 port is the reference for
 the choices marked (port)):
@@ -36,6 +38,8 @@ the choices marked (port)):
   NaNs, which we did not see on our small data).
 - Pruning score (the paper's is unrecoverable): ``received`` = total incoming ``A_R`` mass over heads and
   senders (port default), or ``controller`` = the token's own ``m``.
+- Pruning position (port): inside the block, between the attention and the MLP; the port's counting-number
+  ``prune_layers=[2, 5, 8, 11]`` for depth 12 are our 0-based ``[1, 4, 7, 10]``.
 - ``reversed_attention: false`` gives the plain ViT with identical sizes (standard softmax over each
   receiver's incoming edges, no gates), the baseline of the experiments.
 - Projections in the attention have no bias (port: ``qkv_bias=False``); so the output projection has none.
@@ -43,8 +47,8 @@ the choices marked (port)):
 Args (``vision/model/DependencyViT.yaml``):
     patch_size (4), embed_dim (64), depth (6), num_heads (4), mlp_ratio (2.0), head_selector_tau (0.1),
     cumulative_controller (true), layer_scale_init (0.1; 0 disables LayerScale), reversed_attention (true),
-    prune_layers ([]: 0-based blocks after which to prune), prune_ratio (0.16), prune_score ("received"),
-    pool_by_controller (true), drop_rate (0.0).
+    prune_layers ([]: 0-based blocks in which to prune), prune_ratio (0.16), prune_score ("received"),
+    prune_after ("attention"), pool_by_controller (true), drop_rate (0.0).
 
 Shapes:
     x (B, C_in, S, S) -> logits (B, num_classes); tokens N = (S / patch_size)^2.
@@ -149,7 +153,8 @@ class DependencyBlock(nn.Module):
         else:
             self.gamma1 = self.gamma2 = None
 
-    def forward(self, x: Tensor, m_prev: Tensor, need_attention: bool = True) -> tuple[Tensor, Tensor, Tensor | None]:
+    def attend(self, x: Tensor, m_prev: Tensor, need_attention: bool = True) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Attention half of the block: ``x + gamma_1 y`` -> ``(x, m, A)``."""
         h = self.norm1(x)
         if self.reversed:
             assert self.message is not None
@@ -167,9 +172,16 @@ class DependencyBlock(nn.Module):
             else:
                 y, attn = self.attn(h), None
         y = y if self.gamma1 is None else self.gamma1 * y
-        x = x + y
+        return x + y, m, attn
+
+    def feed_forward(self, x: Tensor) -> Tensor:
+        """MLP half of the block: ``x + gamma_2 MLP(LN(x))``."""
         z = self.mlp(self.norm2(x))
-        return x + (z if self.gamma2 is None else self.gamma2 * z), m, attn
+        return x + (z if self.gamma2 is None else self.gamma2 * z)
+
+    def forward(self, x: Tensor, m_prev: Tensor, need_attention: bool = True) -> tuple[Tensor, Tensor, Tensor | None]:
+        x, m, attn = self.attend(x, m_prev, need_attention)
+        return self.feed_forward(x), m, attn
 
 
 def prune_tokens(x: Tensor, m: Tensor, positions: Tensor, score: Tensor, keep: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -214,6 +226,9 @@ class DependencyViT(VisionModel):
         if self.prune_score == "controller" and not self.reversed:
             raise ValueError("prune_score 'controller' needs reversed_attention: true (the plain ViT has no controller)")
         self.pool_by_controller = bool(config["pool_by_controller"]) and self.reversed
+        self.prune_after = str(config["prune_after"])
+        if self.prune_after not in ("attention", "block"):
+            raise ValueError(f"prune_after must be 'attention' or 'block', got {self.prune_after!r}")
 
         self.patch_embed = nn.Conv2d(int(data.meta["in_channels"]), dim, kernel_size=patch, stride=patch)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_patches, dim))
@@ -236,13 +251,25 @@ class DependencyViT(VisionModel):
                     nn.init.zeros_(module.bias)
 
     def kept_tokens(self) -> list[int]:
-        """Number of tokens entering each block (pruning happens after the blocks in ``prune_layers``)."""
+        """Tokens entering each block's attention, then the number left for pooling (length depth + 1)."""
         n, out = self.num_patches, []
         for l in range(len(self.blocks)):
             out.append(n)
             if l in self.prune_layers and self.prune_ratio > 0:
                 n = max(1, n - int(round(self.prune_ratio * self.num_patches)))
-        return out
+        return out + [n]
+
+    def pruning_score(self, attn: Tensor, m: Tensor) -> Tensor:
+        """Per token, how much the others depend on it (B, N); the lowest are pruned as leaves.
+
+        ``received``: reversed attention ``A_R`` is [receiver, sender], so the mass a token receives is its
+        row sum over heads and senders; standard attention is [query, key] and a token is depended on as a
+        key, so its score is its column sum (the row sums of a softmax are all 1 and would not rank anything).
+        ``controller``: the token's own message controller ``m``.
+        """
+        if self.prune_score == "controller":
+            return m
+        return attn.sum(dim=(1, 3)) if self.reversed else attn.sum(dim=(1, 2))
 
     def forward_features(self, x: Tensor, return_attention: bool = True) -> dict[str, Any]:
         tokens = self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos_embed  # (B, N, C)
@@ -253,14 +280,16 @@ class DependencyViT(VisionModel):
         counts = self.kept_tokens()
         for l, block in enumerate(self.blocks):
             prune_here = l in self.prune_layers and self.prune_ratio > 0
-            tokens, m, attn = block(tokens, m, need_attention=return_attention or (prune_here and self.prune_score == "received"))
+            tokens, m, attn = block.attend(tokens, m, need_attention=return_attention or (prune_here and self.prune_score == "received"))
             if return_attention:
                 attentions.append(attn)
                 position_maps.append(positions)
+            if prune_here and self.prune_after == "block":
+                tokens = block.feed_forward(tokens)
             if prune_here:
-                keep = counts[l + 1] if l + 1 < len(counts) else max(1, tokens.shape[1] - int(round(self.prune_ratio * self.num_patches)))
-                score = attn.sum(dim=(1, 3)) if self.prune_score == "received" else m   # (B, N) received mass
-                tokens, m, positions = prune_tokens(tokens, m, positions, score, keep)
+                tokens, m, positions = prune_tokens(tokens, m, positions, self.pruning_score(attn, m), counts[l + 1])
+            if not (prune_here and self.prune_after == "block"):
+                tokens = block.feed_forward(tokens)
         feats = self.norm(tokens)
         if self.pool_by_controller:
             feats = feats * m.unsqueeze(-1)

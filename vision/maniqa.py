@@ -20,10 +20,18 @@ stages of ``2 x TAB -> 1x1 conv (C -> C') -> SSTB`` and a dual-branch patch-weig
 * **Score**: per token ``s_t = ReLU(MLP(x_t))``, ``w_t = sigmoid(MLP(x_t))``, ``q = sum_t s_t w_t / sum_t w_t``;
   ``weighted=False`` averages ``s_t`` (ablation).
 
-Deviations (CPU scale): a :class:`vision.vit.SmallViT` backbone (patch 8 on 64x64 crops -> 8x8 tokens, width 64,
-4 blocks) trained jointly from scratch instead of a pretrained ViT-B/8 (no checkpoint offline); channel widths
-``dims`` (default (64, 32)) instead of (768, 384); shifted windows are masked with ``-inf`` (the official
-``-100`` gives the same softmax to float precision); no drop path.
+Deviations (CPU scale):
+
+* Backbone. The paper fine-tunes an ImageNet-pretrained ViT-B/8 and reads blocks 6-9; no checkpoint can be
+  downloaded here. The default is a small CNN (:class:`ConvBackbone`: full-resolution stem + 3 stride-2 stages,
+  each stage average-pooled to the 8x8 token grid; ``feature_layers`` picks the stages to concatenate), trained
+  jointly from scratch. ``backbone="vit"`` keeps the original stand-in, a :class:`vision.vit.SmallViT` (patch 8
+  on 64x64 crops -> 8x8 tokens, width 64, 4 blocks; read blocks e.g. (1, 2, 3)), which underfits the synthetic
+  quality task from scratch (train SRCC about 0.4; ``docs/vision_models.md``): a linear 8x8 patch embedding
+  followed by attention has to learn local energy statistics (blur, noise) from 672 crops, which the conv stack
+  with pooling gives almost for free.
+* Channel widths ``dims`` (default (64, 32)) instead of (768, 384); shifted windows are masked with ``-inf``
+  (the official ``-100`` gives the same softmax to float precision); no drop path.
 
 Letters in shape comments: B batch, N tokens (h w), C channels, H heads.
 """
@@ -43,7 +51,7 @@ from vision.base import VisionData, VisionModel
 from vision.vit import SmallViT
 
 __all__ = ["swin_window_mask", "relative_position_index", "RelPosDotScore", "TAB", "SwinBlock", "SSTB",
-           "PatchWeightedScore", "MANIQANet", "MANIQA"]
+           "PatchWeightedScore", "ConvBackbone", "MANIQANet", "MANIQA"]
 
 
 @functools.lru_cache(maxsize=32)
@@ -210,13 +218,49 @@ class PatchWeightedScore(nn.Module):
         return (s * w).sum(1) / w.sum(1)
 
 
+class ConvBackbone(nn.Module):
+    """Small CNN feature extractor whose every stage is pooled to the token grid (a stand-in for the
+    pretrained ViT-B/8; see the module docstring).
+
+    A full-resolution 3x3 stem (``stem`` channels) + ReLU, then one stage per entry of ``widths``: 3x3 conv with
+    stride 2 + BatchNorm + ReLU + 3x3 conv + BatchNorm + ReLU. ``forward_layers`` returns each stage's map
+    average-pooled to ``grid x grid`` and flattened to tokens; concatenating several of them mixes fine-scale
+    (pooled energy of high-frequency responses) and coarser features, like MANIQA's 4 ViT blocks.
+
+    Args: in_channels (default 3), widths (default (32, 48, 64): 64 -> 32 -> 16 -> 8 px), grid (token side,
+    default 8), stem (default 16).
+    Shapes: x (B, C, S, S) -> list of (B, grid * grid, widths[i]).
+    """
+
+    def __init__(self, in_channels: int = 3, widths=(32, 48, 64), grid: int = 8, stem: int = 16):
+        super().__init__()
+        self.grid, self.widths = grid, tuple(widths)
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, stem, 3, padding=1), nn.ReLU())
+        chans = [stem, *widths]
+        self.stages = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(chans[i], chans[i + 1], 3, stride=2, padding=1),
+                          nn.BatchNorm2d(chans[i + 1]), nn.ReLU(),
+                          nn.Conv2d(chans[i + 1], chans[i + 1], 3, padding=1), nn.BatchNorm2d(chans[i + 1]), nn.ReLU())
+            for i in range(len(widths)))
+
+    def forward_layers(self, x: Tensor) -> list[Tensor]:
+        h = self.stem(x)
+        outs = []
+        for stage in self.stages:
+            h = stage(h)
+            outs.append(F.adaptive_avg_pool2d(h, self.grid).flatten(2).transpose(1, 2))     # (B, N, C_i)
+        return outs
+
+
 class MANIQANet(nn.Module):
     """Backbone features -> 2 stages of (TAB x 2, 1x1 conv, SSTB) -> patch-weighted score.
 
     Args:
-        image_size: input side (default 64). patch_size: default 8. in_channels: default 3.
-        vit_dim / vit_depth / vit_heads: backbone (default 64 / 4 / 4). feature_layers: blocks whose outputs are
-        concatenated (default (1, 2, 3), 0-based). dims: channels after each stage's 1x1 conv (default
+        image_size: input side (default 64). patch_size: token side in pixels, grid = image_size / patch_size
+        (default 8). in_channels: default 3. backbone: ``"cnn"`` (:class:`ConvBackbone`, default) or ``"vit"``
+        (:class:`SmallViT`). cnn_widths: CNN stage widths (default (32, 48, 64)). vit_dim / vit_depth /
+        vit_heads: ViT backbone (default 64 / 4 / 4). feature_layers: 0-based CNN stages or ViT blocks whose
+        outputs are concatenated (default (0, 1, 2); use e.g. (1, 2, 3) with the ViT). dims: channels after each stage's 1x1 conv (default
         (64, 32)). heads: SSTB heads (default 4). window: default 4. depths: default (2, 2). use_tab / use_sstb /
         weighted / reshape_quirk: ablation switches (default True / True / True / False). dropout: default 0.1.
 
@@ -224,20 +268,35 @@ class MANIQANet(nn.Module):
     """
 
     def __init__(self, image_size: int = 64, patch_size: int = 8, in_channels: int = 3, vit_dim: int = 64,
-                 vit_depth: int = 4, vit_heads: int = 4, feature_layers=(1, 2, 3), dims=(64, 32), heads: int = 4,
+                 vit_depth: int = 4, vit_heads: int = 4, feature_layers=(0, 1, 2), dims=(64, 32), heads: int = 4,
                  window: int = 4, depths=(2, 2), use_tab: bool = True, use_sstb: bool = True, weighted: bool = True,
-                 reshape_quirk: bool = False, dropout: float = 0.1):
+                 reshape_quirk: bool = False, dropout: float = 0.1, backbone: str = "cnn",
+                 cnn_widths=(32, 48, 64)):
         super().__init__()
-        if any(not 0 <= i < vit_depth for i in feature_layers):
-            raise ValueError(f"feature_layers {tuple(feature_layers)} must index the {vit_depth} backbone blocks")
-        self.backbone = SmallViT(image_size, patch_size, in_channels, vit_dim, vit_depth, vit_heads, num_classes=0)
+        if image_size % patch_size:
+            raise ValueError(f"image_size ({image_size}) must be divisible by patch_size ({patch_size})")
+        self.backbone_kind = backbone
+        if backbone == "vit":
+            self.backbone = SmallViT(image_size, patch_size, in_channels, vit_dim, vit_depth, vit_heads, num_classes=0)
+            widths = [vit_dim] * vit_depth
+        elif backbone == "cnn":
+            self.backbone = ConvBackbone(in_channels, cnn_widths, image_size // patch_size)
+            widths = list(cnn_widths)
+        else:
+            raise ValueError(f"backbone: expected 'vit' or 'cnn', got {backbone!r}")
+        if not feature_layers or any(not 0 <= i < len(widths) for i in feature_layers):
+            raise ValueError(f"feature_layers {tuple(feature_layers)} must index the {len(widths)} backbone "
+                             f"{'blocks' if backbone == 'vit' else 'stages'}")
         self.feature_layers = tuple(feature_layers)
-        # blocks after the last read one and the final norm would never get a gradient: drop them
-        self.backbone.blocks = self.backbone.blocks[:max(self.feature_layers) + 1]
-        self.backbone.norm = nn.Identity()
-        grid = self.backbone.grid
+        # blocks/stages after the last read one (and the ViT's final norm) would never get a gradient: drop them
+        if backbone == "vit":
+            self.backbone.blocks = self.backbone.blocks[:max(self.feature_layers) + 1]
+            self.backbone.norm = nn.Identity()
+        else:
+            self.backbone.stages = self.backbone.stages[:max(self.feature_layers) + 1]
+        grid = image_size // patch_size
         self.shape, n = (grid, grid), grid * grid
-        chans = [vit_dim * len(feature_layers), *dims]
+        chans = [sum(widths[i] for i in self.feature_layers), *dims]
         self.use_tab, self.use_sstb = use_tab, use_sstb
         self.tabs = nn.ModuleList(nn.Sequential(TAB(n, dropout, reshape_quirk), TAB(n, dropout, reshape_quirk))
                                   for _ in dims) if use_tab else None
@@ -247,7 +306,8 @@ class MANIQANet(nn.Module):
 
     def tokens(self, x: Tensor) -> Tensor:
         layers = self.backbone.forward_layers(x)
-        feats = torch.cat([layers[i][:, 1:] for i in self.feature_layers], -1)       # (B, N, C)
+        drop = 1 if self.backbone_kind == "vit" else 0                                # the ViT's CLS token
+        feats = torch.cat([layers[i][:, drop:] for i in self.feature_layers], -1)    # (B, N, C)
         B, N, C = feats.shape
         h, w = self.shape
         for i, conv in enumerate(self.convs):
@@ -280,7 +340,8 @@ class MANIQA(VisionModel):
                              int(config["vit_heads"]), tuple(config["feature_layers"]), tuple(config["maniqa_dims"]),
                              int(config["sstb_heads"]), int(config["window_size"]), tuple(config["sstb_depths"]),
                              bool(config["use_tab"]), bool(config["use_sstb"]), bool(config["weighted_score"]),
-                             bool(config["reshape_quirk"]), float(config["maniqa_dropout"]))
+                             bool(config["reshape_quirk"]), float(config["maniqa_dropout"]), str(config["backbone"]),
+                             tuple(config["cnn_widths"]))
 
     def forward(self, x):
         return self.net(x)

@@ -45,12 +45,13 @@ class KGAT(RecModel):
     ``use_attention: false`` keeps the initial per-relation normalised adjacency throughout.
 
     Deviations: the GraphSage aggregator normalises the layer output like the others (the official code
-    normalises the pre-linear concatenation, a bug); no BPR-MF pretraining is loaded (``--pretrain -1`` in the
-    README needs ``mf.npz`` files that are not published); node dropout, parsed but unused upstream, is absent.
+    normalises the pre-linear concatenation, a bug); the authors' pretrained ``mf.npz`` files are not published,
+    so ``pretrain: <BPRMF run folder>`` (off by default) initialises users and items from one of our BPRMF runs
+    instead; node dropout, parsed but unused upstream, is absent.
 
     Args (config keys): ``embedding_size`` 64, ``kg_embedding_size`` 64, ``layers`` [64, 32, 16],
     ``aggregator`` bi, ``mess_dropout`` [0.1, 0.1, 0.1], ``reg_weight`` [1e-5, 1e-5], ``kg_batch_size`` 0
-    (official rule), ``attention_mode`` fixed, ``use_attention`` true, ``negative_slope`` 0.2.
+    (official rule), ``attention_mode`` fixed, ``use_attention`` true, ``negative_slope`` 0.2, ``pretrain`` null.
 
     Shapes: node embeddings (n_entities + n_users, d); readout (n, d + sum(layers)).
     """
@@ -84,6 +85,8 @@ class KGAT(RecModel):
                            update=config["aggregator"], negative_slope=config["negative_slope"])
             for l in range(len(sizes) - 1))
         self.reset_parameters()
+        if config.get("pretrain"):
+            self.load_pretrained(config["pretrain"])
         # the fixed attention of every CKG edge; a buffer so that checkpoints carry it
         self.register_buffer("edge_attention", self._relation_normalised_weights())
         self._adjacency: FixedAdjacency | None = None
@@ -96,6 +99,26 @@ class KGAT(RecModel):
                 if isinstance(m, nn.Linear):
                     nn.init.xavier_uniform_(m.weight)
                     nn.init.zeros_(m.bias)
+
+    @torch.no_grad()
+    def load_pretrained(self, path) -> None:
+        """Initialise user and item rows of the embedding table from a BPR-MF run (official ``--pretrain 1``).
+
+        ``path`` is a BPRMF run folder (its ``best.pt``) or checkpoint file; the other entities keep their
+        Xavier initialisation, as in the official code (``entity_embed = [pretrained items; xavier others]``).
+        """
+        from graphattn.train import find_checkpoint, load_checkpoint
+        file = find_checkpoint(path, "best.pt")
+        state = load_checkpoint(file).get("model", {})
+        d = self.embedding.weight.shape[1]
+        for key, rows, n in (("user_embedding.weight", slice(self.n_entities, None), self.n_users),
+                             ("item_embedding.weight", slice(0, self.n_items), self.n_items)):
+            if key not in state:
+                raise ValueError(f"pretrain: '{file}' has no '{key}' (expected a BPRMF checkpoint)")
+            if tuple(state[key].shape) != (n, d):
+                raise ValueError(f"pretrain: '{file}' {key} has shape {tuple(state[key].shape)}, "
+                                 f"expected {(n, d)} (same dataset and embedding_size)")
+            self.embedding.weight[rows] = state[key].to(self.embedding.weight.dtype)
 
     def _relation_normalised_weights(self) -> Tensor:
         """Initial weights ``sum_r D_r^{-1} A_r``: 1 / (number of edges of relation r into the head)."""

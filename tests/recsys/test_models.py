@@ -170,3 +170,20 @@ def test_kgat_batch_propagation_equals_full_propagation(data, aggregator, restri
     (g_full,) = torch.autograd.grad((full[nodes] * g).sum(), model.embedding.weight)
     (g_part,) = torch.autograd.grad((part * g).sum(), model.embedding.weight)
     assert torch.allclose(g_full, g_part, atol=1e-6)
+
+
+def test_kgat_pretrain_loads_bprmf_users_and_items(data, tmp_path):
+    from graphattn.train import load_checkpoint
+    torch.manual_seed(0)
+    mf = get_model("BPRMF")(config_for("BPRMF"), data)
+    torch.save({"model": mf.state_dict(), "epoch": 1}, tmp_path / "best.pt")
+    kgat = get_model("KGAT")(config_for("KGAT", pretrain=str(tmp_path)), data)
+    emb = kgat.embedding.weight
+    assert torch.equal(emb[: data.n_items], mf.item_embedding.weight)
+    assert torch.equal(emb[kgat.n_entities:], mf.user_embedding.weight)
+    assert not torch.equal(emb[data.n_items: kgat.n_entities], torch.zeros_like(emb[data.n_items: kgat.n_entities]))
+    state = load_checkpoint(tmp_path / "best.pt")
+    state["model"]["item_embedding.weight"] = state["model"]["item_embedding.weight"][:-1]
+    torch.save(state, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="item_embedding.weight has shape"):
+        get_model("KGAT")(config_for("KGAT", pretrain=str(tmp_path / "bad.pt")), data)

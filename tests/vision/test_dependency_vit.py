@@ -114,7 +114,7 @@ def _tiny_model(**over):
 
 def test_model_pruning_maps_tokens_to_original_patches():
     model = _tiny_model(prune_layers=[0, 2], prune_ratio=0.25).eval()
-    assert model.kept_tokens() == [16, 12, 12, 8]
+    assert model.kept_tokens() == [16, 12, 12, 8, 8]
     x = torch.randn(3, 1, 8, 8)
     out = model.forward_features(x)
     assert [a.shape[-1] for a in out["attention"]] == [16, 12, 12, 8]
@@ -145,11 +145,49 @@ def test_model_finite_loss_and_gradient_everywhere(reversed_attention):
     assert not missing
 
 
+def test_leaves_are_pruned_after_sending_and_before_the_mlp():
+    """Port placement: a pruning block runs its attention on all tokens, drops the leaves, then runs its MLP
+    on the kept tokens only; ``prune_after: block`` runs the MLP first."""
+    x = torch.randn(2, 1, 8, 8)
+    for where in ("attention", "block"):
+        model = _tiny_model(prune_layers=[1], prune_ratio=0.25, prune_after=where, depth=2).eval()
+        with torch.no_grad():
+            out = model.forward_features(x)
+            tokens = model.patch_embed(x).flatten(2).transpose(1, 2) + model.pos_embed
+            m = tokens.new_ones(tokens.shape[:2])
+            tokens, m, _ = model.blocks[0](tokens, m)
+            tokens, m, a_r = model.blocks[1].attend(tokens, m)
+            score = a_r.sum(dim=(1, 3))                                  # mass each token received
+            if where == "block":
+                tokens = model.blocks[1].feed_forward(tokens)
+            idx = score.topk(12, dim=1).indices.sort(dim=1).values
+            tokens = tokens.gather(1, idx[..., None].expand(-1, -1, tokens.shape[-1]))
+            m = m.gather(1, idx)
+            if where == "attention":
+                tokens = model.blocks[1].feed_forward(tokens)
+            expected = model.head((model.norm(tokens) * m[..., None]).mean(1))
+        torch.testing.assert_close(out["logits"], expected)
+        assert out["final_positions"].tolist() == idx.tolist()
+
+
+def test_plain_vit_prunes_the_keys_attended_least():
+    """Standard attention is [query, key]: rows sum to 1, so the pruning score must be the column sums."""
+    model = _tiny_model(reversed_attention=False, prune_layers=[0], prune_ratio=0.25).eval()
+    out = model.forward_features(torch.randn(3, 1, 8, 8))
+    attended = out["attention"][0].sum(dim=(1, 2))                     # (B, 16): attention each key gets
+    kept = out["positions"][1]
+    for b in range(3):
+        dropped = sorted(set(range(16)) - set(kept[b].tolist()))
+        assert attended[b, dropped].max() < attended[b, kept[b]].min()
+
+
 def test_bad_config_is_rejected():
     with pytest.raises(ValueError, match="prune_layers"):
         _tiny_model(prune_layers=[7])
     with pytest.raises(ValueError, match="controller"):
         _tiny_model(reversed_attention=False, prune_score="controller")
+    with pytest.raises(ValueError, match="prune_after"):
+        _tiny_model(prune_after="mlp")
 
 
 def test_parts_images_are_seeded_and_labels_match_masks():

@@ -7,8 +7,7 @@ import torch.nn.functional as F
 from vision.base import VisionData
 from vision.datasets.quality import (_split_refs, distort, read_csiq, read_kadid10k, read_live, read_tid2013,
                                      ssim)
-from vision.maniqa import MANIQA, TAB, PatchWeightedScore, SwinBlock, swin_window_mask
-
+from vision.maniqa import MANIQA, TAB, ConvBackbone, MANIQANet, PatchWeightedScore, SwinBlock, swin_window_mask
 
 
 
@@ -99,11 +98,12 @@ def test_weighted_pooling_reduces_to_mean_when_weights_equal():
 
 
 @pytest.mark.parametrize("switches", [{}, {"use_tab": False}, {"use_sstb": False}, {"weighted_score": False},
-                                      {"reshape_quirk": True}])
+                                      {"reshape_quirk": True}, {"backbone": "vit"}])
 def test_registered_model_gradients(switches):
-    cfg = {"patch_size": 8, "vit_dim": 16, "vit_depth": 2, "vit_heads": 2, "feature_layers": [0, 1],
-           "maniqa_dims": [16, 8], "sstb_heads": 2, "window_size": 2, "sstb_depths": [2], "use_tab": True,
-           "use_sstb": True, "weighted_score": True, "reshape_quirk": False, "maniqa_dropout": 0.0, **switches}
+    cfg = {"backbone": "cnn", "cnn_widths": [8, 12], "patch_size": 8, "vit_dim": 16, "vit_depth": 2,
+           "vit_heads": 2, "feature_layers": [0, 1], "maniqa_dims": [16, 8], "sstb_heads": 2, "window_size": 2,
+           "sstb_depths": [2], "use_tab": True, "use_sstb": True, "weighted_score": True, "reshape_quirk": False,
+           "maniqa_dropout": 0.0, **switches}
     data = VisionData([], [], [], num_classes=1, meta={"image_size": 32, "in_channels": 3}, task_type="regression")
     torch.manual_seed(0)
     model = MANIQA(cfg, data).train()
@@ -111,6 +111,49 @@ def test_registered_model_gradients(switches):
     loss.backward()
     assert pred.shape == (3,) and torch.isfinite(loss)
     assert [n for n, p in model.named_parameters() if p.grad is None] == []
+
+
+def test_cnn_backbone_tokens_are_pooled_stage_maps_of_several_layers():
+    torch.manual_seed(0)
+    net = MANIQANet(image_size=32, patch_size=8, backbone="cnn", cnn_widths=(8, 12, 16), feature_layers=(0, 2),
+                    dims=(8,), heads=2, window=2, depths=(2,)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    bb = net.backbone
+    h1 = bb.stages[0](bb.stem(x))                                      # (2, 8, 16, 16)
+    h3 = bb.stages[2](bb.stages[1](h1))                                # (2, 16, 4, 4)
+    layers = bb.forward_layers(x)
+    assert [tuple(t.shape) for t in layers] == [(2, 16, 8), (2, 16, 12), (2, 16, 16)]
+    pooled = h1.view(2, 8, 4, 4, 4, 4).mean((3, 5)).flatten(2).transpose(1, 2)      # 4x4 average per token
+    assert torch.allclose(layers[0], pooled, atol=1e-5)
+    assert torch.allclose(layers[2], h3.flatten(2).transpose(1, 2), atol=1e-5)
+    # the first TAB sees the concatenation of stages 0 and 2 (8 + 16 channel nodes)
+    seen = []
+    net.tabs[0][0].register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
+    net(x)
+    assert seen == [torch.Size([2, 24, 16])]
+
+
+def test_maniqa_rejects_bad_backbone_settings():
+    with pytest.raises(ValueError, match="backbone"):
+        MANIQANet(backbone="resnet")
+    with pytest.raises(ValueError, match="feature_layers"):
+        MANIQANet(backbone="cnn", cnn_widths=(8, 8), feature_layers=(0, 2))
+    with pytest.raises(ValueError, match="feature_layers"):
+        MANIQANet(backbone="vit", vit_depth=2, feature_layers=(1, 3))
+
+
+def test_square_symmetries_keep_the_score():
+    """The training augmentation (flips, 90-degree rotations) must not change the target: blur, noise and
+    contrast are isotropic, and 64-px crops keep JPEG's 8x8 grid aligned (only the asymmetric quantisation
+    table differs, a small change)."""
+    from vision.datasets.quality import source_photos
+    img = source_photos(0.25)["china"][:64, :64]
+    for kind in ("blur", "noise", "jpeg", "contrast"):
+        for level in (1, 3, 5):
+            base = ssim(img, distort(img, kind, level, np.random.default_rng(0)))
+            for t in (np.rot90(img, 1, (0, 1)), img[:, ::-1], img[::-1]):
+                t = t.copy()
+                assert abs(ssim(t, distort(t, kind, level, np.random.default_rng(0))) - base) < 0.01, (kind, level)
 
 
 def test_distortions_lower_ssim_monotonically():
