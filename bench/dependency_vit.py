@@ -3,8 +3,10 @@ cost of leaf pruning.
 
 For every seed in ``--seeds``, trains through the vision trainer (best epoch picked on the validation split):
   1. DependencyViT (no pruning),
-  2. DependencyViT-Lite: the same, pruning 16 % of the original tokens in each of the blocks ``--prune``
-     (right after their attention, as in the timm port; 64 -> 54 -> 44 -> 34 -> 24 tokens with the default),
+  2. DependencyViT-Lite: the same, pruning 16 % of the original tokens in each of the blocks of every
+     schedule in ``--prune`` (right after their attention, as in the timm port). Defaults for depth 6:
+     ``1,2,3,4`` (four steps, 64 -> 54 -> 44 -> 34 -> 24 tokens) and ``1,4`` (the port's spacing, every third
+     block from the second, 0-based 1, 4, 7, 10 at depth 12, cut to depth 6: 64 -> 54 -> 44),
 then evaluates (1) also with pruning switched on at inference only, and times inference of the pruned and
 unpruned forward passes (eval mode, ``--batch`` images, median of repeats, seed 0's models) on the CPU
 (1 thread) and, when present, the GPU.
@@ -12,7 +14,7 @@ unpruned forward passes (eval mode, ``--batch`` images, median of repeats, seed 
 Checks (printed as PASS/FAIL, on the mean over seeds): full model > 95 % test accuracy; the Lite model within
 1 point of it; the pruned forward pass at least 10 % faster.
 
-    python bench/dependency_vit.py [--epochs 40] [--seeds 0 1] [--set augment_shift=2] [--out bench/results/dependency_vit]
+    python bench/dependency_vit.py --epochs 40 --seeds 0 1 --set augment_shift=2 [--reuse] [--out bench/results/dependency_vit]
 """
 
 from __future__ import annotations
@@ -37,11 +39,33 @@ from vision.trainer import build_data, build_model, evaluate, train  # noqa: E40
 
 
 
-def train_one(overrides: dict, runs: Path):
+def _finished_run(config, runs: Path) -> Path | None:
+    """A run folder under ``runs`` trained with exactly ``config`` (same keys and values) that has a test
+    result and ``best.pt``, or None."""
+    import yaml
+
+    want = yaml.safe_load(yaml.safe_dump(config.to_dict()))
+    for folder in sorted(runs.glob("DependencyViT-digits-*")):
+        try:
+            same = yaml.safe_load((folder / "config.yaml").read_text()) == want
+            done = same and "test" in json.loads((folder / "metrics.json").read_text()) and (folder / "best.pt").is_file()
+        except (OSError, ValueError):
+            continue
+        if done:
+            return folder
+    return None
+
+
+def train_one(overrides: dict, runs: Path, reuse: bool = False):
     config = Config("DependencyViT", "digits", config_dict={"image_size": 32, "checkpoint_dir": str(runs), "show_progress": False, **overrides})
-    with RunDir.create(config) as run:
-        test = train(config, run)
-        path = run.path
+    path = _finished_run(config, runs) if reuse else None
+    if path is not None:
+        test = json.loads((path / "metrics.json").read_text())["test"]
+        print(f"reusing the finished run {path}", flush=True)
+    else:
+        with RunDir.create(config) as run:
+            test = train(config, run)
+            path = run.path
     data = build_data(config)
     model = build_model(config, data)
     model.load_state_dict(load_checkpoint(path / "best.pt")["model"])
@@ -77,48 +101,54 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--out", default="bench/results/dependency_vit")
-    parser.add_argument("--prune", default="1,2,3,4", help="blocks in which to prune (default with depth 6: attention sees 64, 64, 54, 44, 34, 24 tokens; 24 are pooled)")
+    parser.add_argument("--prune", nargs="+", default=["1,2,3,4", "1,4"], help="one or more schedules: blocks in which to prune (default with depth 6: attention sees 64, 64, 54, 44, 34, 24 tokens; 24 are pooled); the first is timed")
+    parser.add_argument("--reuse", action="store_true", help="reuse finished runs under --runs trained with the same config instead of retraining")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra config overrides, e.g. embed_dim=48 depth=4")
     parser.add_argument("--runs", default=None, help="checkpoint_dir of the training runs (default <out>/runs)")
     args = parser.parse_args()
     runs = Path(args.runs) if args.runs else Path(args.out) / "runs"
     torch.set_num_threads(1)
     out = Path(args.out)
-    PRUNE = [int(v) for v in args.prune.split(",")]
+    schedules = [[int(v) for v in sched.split(",")] for sched in args.prune]
+    PRUNE = schedules[0]
     out.mkdir(parents=True, exist_ok=True)
     overrides = parse_cli_overrides([f"--{kv}" for kv in args.set])
 
-    per_seed, models = {}, {}
+    per_seed, models, lites = {}, {}, {}
     for seed in args.seeds:
         common = {"epochs": args.epochs, "seed": seed, "stopping_step": max(10, args.epochs), **overrides}
-        cfg, data, full, full_test = train_one(common, runs)
-        _, _, lite, lite_test = train_one({**common, "prune_layers": PRUNE}, runs)
+        cfg, data, full, full_test = train_one(common, runs, args.reuse)
         device = resolve_device(cfg["device"])
         loader = torch.utils.data.DataLoader(data.test, batch_size=512)
-        full.to(device)
-        full.prune_layers = list(PRUNE)  # same weights, pruning switched on at inference only
-        pruned_at_inference = evaluate(full, loader, device, ["accuracy"])["accuracy"]
-        full.prune_layers = []
-        per_seed[seed] = {"full": full_test["accuracy"], "lite": lite_test["accuracy"], "full_pruned_at_inference": pruned_at_inference,
-                          "valid_full": full_test["valid_accuracy"], "valid_lite": lite_test["valid_accuracy"]}
+        per_seed[seed] = {"full": full_test["accuracy"], "valid_full": full_test["valid_accuracy"]}
+        for sched in schedules:
+            tag = "" if sched == PRUNE else "@" + "-".join(map(str, sched))
+            _, _, lite_s, lite_test = train_one({**common, "prune_layers": sched}, runs, args.reuse)
+            full.to(device)
+            full.prune_layers = list(sched)  # same weights, pruning switched on at inference only
+            pruned_at_inference = evaluate(full, loader, device, ["accuracy"])["accuracy"]
+            full.prune_layers = []
+            per_seed[seed].update({f"lite{tag}": lite_test["accuracy"], f"full_pruned_at_inference{tag}": pruned_at_inference, f"valid_lite{tag}": lite_test["valid_accuracy"]})
+            lites.setdefault(tuple(sched), lite_s)
         print(f"seed {seed}: " + "  ".join(f"{k} {v:.4f}" for k, v in per_seed[seed].items()), flush=True)
-        models.setdefault("first", (data, full, lite))
+        models.setdefault("first", (data, full))
 
-    data, full, lite = models["first"]
+    data, full = models["first"]
     x = torch.cat([data.test[i][0][None] for i in range(min(args.batch, len(data.test)))])
     x = x.repeat((args.batch + len(x) - 1) // len(x), 1, 1, 1)[: args.batch]
     timings = {}
     for dev in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
-        full.to(dev)
-        lite.to(dev)
-        t = time_forward({"full": (full, []), "pruned": (lite, PRUNE)}, x.to(dev), args.repeats)
+        contenders = {"full": (full.to(dev), [])}
+        for sched in schedules:
+            contenders["pruned" + ("" if sched == PRUNE else "@" + "-".join(map(str, sched)))] = (lites[tuple(sched)].to(dev), sched)
+        t = time_forward(contenders, x.to(dev), args.repeats)
         timings.update({f"{dev}/{k}": v for k, v in t.items()})
     mean = {k: statistics.mean(r[k] for r in per_seed.values()) for k in next(iter(per_seed.values()))}
     result = {
         "per_seed": per_seed,
         "mean": mean,
-        "tokens_per_block_lite": lite.kept_tokens(),
-        "prune_layers": PRUNE,
+        "tokens_per_block_lite": {"-".join(map(str, k)): m.kept_tokens() for k, m in lites.items()},
+        "prune_layers": schedules,
         "overrides": overrides,
         "forward_seconds": timings,
         "batch": args.batch,
@@ -128,12 +158,15 @@ def main() -> int:
     print(json.dumps(result, indent=2))
     checks = [
         ("full DependencyViT test accuracy > 0.95 (mean over seeds)", mean["full"] > 0.95),
-        ("Lite (trained with pruning) within 1 point of full (mean over seeds)", mean["lite"] >= mean["full"] - 0.01),
+        *((f"Lite pruning in blocks {sched} (trained with pruning) within 1 point of full (mean over seeds)",
+           mean["lite" + ("" if sched == PRUNE else "@" + "-".join(map(str, sched)))] >= mean["full"] - 0.01) for sched in schedules),
     ]
     for dev in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
-        speedup = timings[f"{dev}/full"] / timings[f"{dev}/pruned"]
-        print(f"{dev}: pruned forward {speedup:.2f}x faster ({timings[f'{dev}/full'] * 1e3:.1f} ms -> {timings[f'{dev}/pruned'] * 1e3:.1f} ms, batch {args.batch})")
-        checks.append((f"{dev}: pruned forward at least 10% faster", speedup > 1.1))
+        for sched in schedules:
+            name = "pruned" + ("" if sched == PRUNE else "@" + "-".join(map(str, sched)))
+            speedup = timings[f"{dev}/full"] / timings[f"{dev}/{name}"]
+            print(f"{dev}: pruned in blocks {sched}: forward {speedup:.2f}x faster ({timings[f'{dev}/full'] * 1e3:.1f} ms -> {timings[f'{dev}/{name}'] * 1e3:.1f} ms, batch {args.batch})")
+            checks.append((f"{dev}: pruned in blocks {sched}: forward at least 10% faster", speedup > 1.1))
     for name, ok in checks:
         print(f"{'PASS' if ok else 'FAIL'}  {name}")
     return 0

@@ -9,6 +9,8 @@ masks used in training) trains DependencyViT and the plain ViT of identical size
 - scores the grouping against the ground-truth object of each 4x4 patch (background = one group) with the
   adjusted Rand index (ARI), for every depth d; also k-means (k = true number of groups) on the plain
   ViT's final token features as a second baseline;
+- per block, the "hub share": the share of an image's tokens whose parent is the image's most chosen parent
+  (near 1 = the tree collapses onto one hub token);
 - with leaf pruning switched on at inference, measures how often the pruned tokens are background.
 
 Writes ``<out>/ari_by_depth.png``, ``<out>/trees.png`` (parent arrows and groups drawn over images) and
@@ -16,7 +18,7 @@ Writes ``<out>/ari_by_depth.png``, ``<out>/trees.png`` (parent arrows and groups
 plain ViT's best by > 0.1 (FG-ARI: object patches of images with >= 2 objects;
 ARI over all patches is printed too).
 
-    python experiments/dependency_vit.py [--epochs 40] [--out experiments/results/dependency_vit]
+    python experiments/dependency_vit.py --epochs 30 --seed 1 [--out experiments/results/dependency_vit_seed1]
 """
 
 from __future__ import annotations

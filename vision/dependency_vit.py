@@ -37,7 +37,8 @@ the choices marked (port)):
 - ``head_selector_tau`` defaults to 0.1 (paper, App. D.1 as cited by the port; the port fell back to 1.0 after
   NaNs, which we did not see on our small data).
 - Pruning score (the paper's is unrecoverable): ``received`` = total incoming ``A_R`` mass over heads and
-  senders (port default), or ``controller`` = the token's own ``m``.
+  senders (port default), or ``controller`` = the token's own ``m``. For the plain-ViT baseline ``received``
+  is the attention a token gets as a key (column sums; the row sums of a softmax are all 1).
 - Pruning position (port): inside the block, between the attention and the MLP; the port's counting-number
   ``prune_layers=[2, 5, 8, 11]`` for depth 12 are our 0-based ``[1, 4, 7, 10]``.
 - ``reversed_attention: false`` gives the plain ViT with identical sizes (standard softmax over each

@@ -194,6 +194,12 @@ class SSTB(nn.Module):
 class PatchWeightedScore(nn.Module):
     """Dual-branch head: ``sum_t s_t w_t / sum_t w_t`` (or ``mean_t s_t`` with ``weighted=False``).
 
+    ``s_t = ReLU(.)`` (as in the paper) can die: once the score branch is negative on every token of every
+    image the prediction is exactly 0 and no gradient reaches the model again. This is how the from-scratch ViT
+    backbone collapses at learning rate 2e-3 (``docs/vision_models.md``); starting the branch's bias at 0.8 did
+    not prevent it, so no such option is kept.
+
+    Args: dim, dropout (default 0.1), weighted (default True).
     Shapes: x (B, N, C) -> score (B,); ``weights`` returns (B, N).
     """
 

@@ -165,3 +165,65 @@ def test_pgu_depends_on_proxy_order_and_broadcasts():
     assert torch.allclose(gate, gate[:, :1].expand_as(gate), atol=1e-5)   # one gate vector per impression
     assert ((gate > 0) & (gate < 1)).all()
     assert not torch.allclose(pgu(x, p.flip(1)), y)                     # flatten is slot-order sensitive
+
+
+PRINTED = {"gate_form": "sigmoid", "gate_proxies": "input", "residual": False}
+
+
+def test_infnet_defaults_are_the_prose_reading_with_affine_gate(data):
+    cfg = _config("INFNet")
+    assert (cfg["gate_form"], cfg["gate_proxies"], cfg["residual"], cfg["layer_norm"]) == ("affine", "updated", True, False)
+    model = get_model("INFNet")(cfg, data)
+    assert all(b.residual and b.gate_proxies == "updated" for b in model.blocks)
+    assert {pgu.form for b in model.blocks for pgu in b.pgu.values()} == {"affine"}
+
+
+@pytest.mark.parametrize("path", ["dense", "sparse"])
+def test_infnet_printed_form_still_available(data, path):
+    torch.manual_seed(0)
+    model = get_model("INFNet")(_config("INFNet", attention_path=path, **PRINTED), data)
+    assert {pgu.form for b in model.blocks for pgu in b.pgu.values()} == {"sigmoid"}
+    assert not any(b.residual for b in model.blocks)
+    # printed: the last block reads only block-input proxies, so it computes no proxy CA
+    assert model.blocks[-1].flow.relations == [("cat", "task"), ("seq", "task")]
+    loss, _ = model.compute_loss(_batch(data))
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_affine_gate_offset_reaches_task_tokens_through_attention():
+    # tokens zeroed: the sigmoid gate leaves nothing, the affine gate's beta is every token, and CA of any query
+    # over identical tokens returns W_V beta (softmax weights sum to 1), whatever the query
+    torch.manual_seed(0)
+    x, p = torch.zeros(2, 5, 4), torch.randn(2, 3, 4)
+    assert torch.equal(ProxyGatedUnit(3, 4, 8, "sigmoid")(x, p), x)
+    affine = ProxyGatedUnit(3, 4, 8, "affine")
+    gated = affine(x, p)
+    beta = affine.mlp(p.flatten(1)).chunk(2, dim=-1)[1]
+    torch.testing.assert_close(gated, beta.unsqueeze(1).expand(2, 5, 4))
+    assert not torch.allclose(gated[0], gated[1])                       # depends on the impression's proxies
+    flow = HeteroCrossFlow([("cat", "task")], 4)
+    q1, q2 = torch.randn(2, 3, 4), 10 * torch.randn(2, 3, 4)
+    out1 = flow({"cat": gated, "task": q1}, torch.ones(2, 0, dtype=torch.bool))["task"]
+    out2 = flow({"cat": gated, "task": q2}, torch.ones(2, 0, dtype=torch.bool))["task"]
+    torch.testing.assert_close(out1, out2)
+    v = flow.attn["cat__to__task"].message.project(beta.unsqueeze(1))[:, :, 0]    # (2, 1, 4)
+    torch.testing.assert_close(out1, v.expand(2, 3, 4))
+
+
+def test_infnet_residual_adds_the_block_input(data):
+    # with gates on the block-input proxies the gates do not depend on the residual, so every output of the
+    # block (tokens and proxies) differs from the no-residual block by exactly its input
+    torch.manual_seed(0)
+    model = get_model("INFNet")(_config("INFNet", gate_proxies="input"), data).eval()
+    c, s, mask = model.embedding(_batch(data, 8))
+    tok = model.initial_tokens(c, s, mask)
+    block = model.blocks[0]
+    with torch.no_grad():
+        with_res = block(tok, mask)
+        block.residual = False
+        without = block(tok, mask)
+    assert set(with_res) == {"cat", "cat_proxy", "seq", "seq_proxy", "task", "task_shared"}
+    for t in with_res:
+        torch.testing.assert_close(with_res[t] - without[t], tok[t], atol=1e-6, rtol=1e-5)
