@@ -172,7 +172,8 @@ PRINTED = {"gate_form": "sigmoid", "gate_proxies": "input", "residual": False}
 
 def test_infnet_defaults_are_the_prose_reading_with_affine_gate(data):
     cfg = _config("INFNet")
-    assert (cfg["gate_form"], cfg["gate_proxies"], cfg["residual"], cfg["layer_norm"]) == ("affine", "updated", True, False)
+    keys = ("gate_form", "gate_proxies", "residual", "layer_norm")
+    assert tuple(cfg[k] for k in keys) == ("affine", "updated", True, False)
     model = get_model("INFNet")(cfg, data)
     assert all(b.residual and b.gate_proxies == "updated" for b in model.blocks)
     assert {pgu.form for b in model.blocks for pgu in b.pgu.values()} == {"affine"}

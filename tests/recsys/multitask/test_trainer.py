@@ -54,6 +54,6 @@ def test_unknown_valid_metric_is_rejected(csv_dir, tmp_saved):
 def test_yaml_layers():
     config = Config("INFNet", "mtl-synthetic")
     assert config["learning_rate"] == 0.003          # dataset yaml over the task's overall.yaml
-    assert config["num_cat_proxies"] == 4 and config["gate_proxies"] == "input"
+    assert config["num_cat_proxies"] == 4 and config["gate_proxies"] == "updated"
     with pytest.raises(ValueError, match="unknown config key"):
         Config("MMoE", "ml-100k-mtl", config_dict={"num_expert": 3})
