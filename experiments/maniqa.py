@@ -113,6 +113,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds run are first_seed .. first_seed + seeds - 1")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--split", default="reference")
     ap.add_argument("--variants", default="full,mean pooling,no TAB,no SSTB")
@@ -135,7 +136,7 @@ def main():
     for name in args.variants.split(","):
         res, fit = [], []
         t0 = time.time()
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             torch.manual_seed(seed)
             net = MANIQANet(**VARIANTS[name])
             train(net, data, args.epochs, args.lr, seed)

@@ -3,8 +3,9 @@ r"""MANIQA: multi-dimension attention network for no-reference image quality ass
 Yang et al., "MANIQA: Multi-dimension Attention Network for No-Reference Image Quality Assessment", CVPR
 Workshops 2022, https://arxiv.org/abs/2204.08958 (official code: github.com/IIGROUP/MANIQA).
 
-Features of several ViT blocks (CLS dropped) are concatenated on channels, ``F in R^{B x N x C}``, then two
-stages of ``2 x TAB -> 1x1 conv (C -> C') -> SSTB`` and a dual-branch patch-weighted score:
+Features of several backbone layers (ViT blocks with CLS dropped, or CNN stages) are concatenated on channels,
+``F in R^{B x N x C}``, then two stages of ``2 x TAB -> 1x1 conv (C -> C') -> SSTB`` and a dual-branch
+patch-weighted score:
 
 * **TAB** (channel attention): channels are the tokens and the spatial map their feature,
   :math:`X \in \mathbb R^{C\times N}`; ``A = softmax_row(X W_q (X W_k)^T / sqrt(N))``,
@@ -266,9 +267,10 @@ class MANIQANet(nn.Module):
         (default 8). in_channels: default 3. backbone: ``"cnn"`` (:class:`ConvBackbone`, default) or ``"vit"``
         (:class:`SmallViT`). cnn_widths: CNN stage widths (default (32, 48, 64)). vit_dim / vit_depth /
         vit_heads: ViT backbone (default 64 / 4 / 4). feature_layers: 0-based CNN stages or ViT blocks whose
-        outputs are concatenated (default (0, 1, 2); use e.g. (1, 2, 3) with the ViT). dims: channels after each stage's 1x1 conv (default
-        (64, 32)). heads: SSTB heads (default 4). window: default 4. depths: default (2, 2). use_tab / use_sstb /
-        weighted / reshape_quirk: ablation switches (default True / True / True / False). dropout: default 0.1.
+        outputs are concatenated (default (0, 1, 2); use e.g. (1, 2, 3) with the ViT). dims: channels after
+        each stage's 1x1 conv (default (64, 32)). heads: SSTB heads (default 4). window: default 4. depths:
+        default (2, 2). use_tab / use_sstb / weighted / reshape_quirk: ablation switches (default True / True /
+        True / False). dropout: default 0.1.
 
     Shapes: x (B, C, S, S) -> scores (B,); ``forward_weights`` also returns patch weights (B, N).
     """

@@ -119,6 +119,7 @@ def test_cnn_backbone_tokens_are_pooled_stage_maps_of_several_layers():
                     dims=(8,), heads=2, window=2, depths=(2,)).eval()
     x = torch.randn(2, 3, 32, 32)
     bb = net.backbone
+    assert isinstance(bb, ConvBackbone) and len(bb.stages) == 3
     h1 = bb.stages[0](bb.stem(x))                                      # (2, 8, 16, 16)
     h3 = bb.stages[2](bb.stages[1](h1))                                # (2, 16, 4, 4)
     layers = bb.forward_layers(x)
@@ -203,7 +204,8 @@ def test_score_file_readers(tmp_path):
     savemat(live / "dmos.mat", {"dmos": dmos, "orgs": orgs})
     savemat(live / "refnames_all.mat", {"refnames_all": names})
     lv = read_live(live)
-    assert len(lv) == 982 and lv["image"].iloc[227] == "jpeg/img1.bmp" and lv["image"].iloc[-1] == "fastfading/img174.bmp"
+    assert len(lv) == 982 and lv["image"].iloc[227] == "jpeg/img1.bmp"
+    assert lv["image"].iloc[-1] == "fastfading/img174.bmp"
     assert lv["reference"].iloc[0] == "refimgs/parrots.bmp" and lv["is_reference"].sum() == 1
     assert lv["score"].iloc[-1] == pytest.approx(100.0)
 
