@@ -68,8 +68,9 @@ def train_one(overrides: dict, runs: Path, reuse: bool = False):
             path = run.path
     data = build_data(config)
     model = build_model(config, data)
-    model.load_state_dict(load_checkpoint(path / "best.pt")["model"])
-    valid = float(load_checkpoint(path / "best.pt")["accuracy"])
+    best = load_checkpoint(path / "best.pt")
+    model.load_state_dict(best["model"])
+    valid = float(best["accuracy"])
     return config, data, model, {**test, "valid_accuracy": valid}
 
 
