@@ -64,7 +64,6 @@ import contextlib
 from typing import Any, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from graphattn.attention import GraphAttention
