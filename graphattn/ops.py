@@ -331,7 +331,6 @@ class FixedAdjacency:
         out = FixedAdjacency.__new__(FixedAdjacency)
         n_rows = rows.numel()
         n_cols = self.shape[1] if cols is None else cols.numel()
-        row_pos = _positions(rows, self.shape[0])
         col_pos = None if cols is None else _positions(cols, self.shape[1])
         counts, col, val = self._rows(self.matrix, rows)
         if col_pos is not None:
@@ -346,7 +345,7 @@ class FixedAdjacency:
         else:
             # most of the columns' entries are kept: slice the cached transpose and drop receivers not in rows
             counts_t, dst, val_t = self._rows(self.matrix_t, cols)
-            dst = row_pos[dst]
+            dst = _positions(rows, self.shape[0])[dst]
             keep = dst >= 0
             owner = torch.repeat_interleave(torch.arange(n_cols, device=rows.device), counts_t, output_size=dst.numel())
             counts_t = torch.bincount(owner[keep], minlength=n_cols)
