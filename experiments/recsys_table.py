@@ -11,7 +11,6 @@ BPRMF first). Prints a markdown table (mean ± std over seeds) and writes the pe
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import sys
 import tempfile
@@ -27,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from graphattn.io import atomic_write_text  # noqa: E402
 
 import recsys  # noqa: E402,F401
-from graphattn.config import Config  # noqa: E402
+from graphattn.config import Config, parse_cli_overrides  # noqa: E402
 from graphattn.train import RunDir, seed_everything  # noqa: E402
 from recsys.trainer import fit  # noqa: E402
 
@@ -51,14 +50,11 @@ def main() -> None:
     for item in args.set:
         key, _, value = item.partition("=")
         model, _, key = key.rpartition(":")
-        try:
-            parsed = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            parsed = value
-        overrides.setdefault(model or None, {})[key] = parsed
+        overrides.setdefault(model or None, {}).update(parse_cli_overrides([f"--{key}={value}"]))  # as run.py reads it
     rows: dict[str, list[dict]] = {m: [] for m in args.models}
     run_paths: dict[tuple[str, int], Path] = {}
-    if args.pretrain and (args.pretrain not in args.models or args.models.index(args.pretrain) > args.models.index("KGAT")):
+    if args.pretrain and ("KGAT" not in args.models or args.pretrain not in args.models
+                          or args.models.index(args.pretrain) > args.models.index("KGAT")):
         parser.error(f"--pretrain {args.pretrain}: list {args.pretrain} before KGAT in --models")
     with tempfile.TemporaryDirectory() as work:
         for model in args.models:

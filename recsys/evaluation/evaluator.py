@@ -56,12 +56,12 @@ def rerank(user_emb: torch.Tensor, item_emb: torch.Tensor, cand: np.ndarray, val
     b, c = cand.shape
     idx = torch.from_numpy(np.where(valid, cand, 0)).reshape(-1).to(item_emb.device)
     u = user_emb.detach().to("cpu", torch.float64)
-    items64 = item_emb.detach()
+    items = item_emb.detach()
     s = np.empty((b, c))
     step = max(1, (1 << 22) // max(1, b * u.shape[1]))        # candidate columns per block: <= 32 MB of float64
     for j in range(0, c, step):                                 # (B, step, d) gathered at a time, not (B, C, d)
         cols = idx.view(b, c)[:, j:j + step].reshape(-1)
-        v = items64[cols].to("cpu", torch.float64).reshape(b, -1, u.shape[1])
+        v = items[cols].to("cpu", torch.float64).reshape(b, -1, u.shape[1])
         s[:, j:j + step] = torch.einsum("bd,bcd->bc", u, v).numpy()
     s = np.where(valid, s, -np.inf)
     order = np.lexsort((np.where(valid, cand, np.iinfo(np.int64).max), -s), axis=-1)[:, :k]
