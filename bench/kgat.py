@@ -10,7 +10,8 @@ code. Both use the official batch sizes and the same data; each runs in its own 
     python bench/kgat.py                       # ml-100k, full epoch, ours vs reference
     python bench/kgat.py --scale amazon --batches 20   # amazon-book-sized synthetic graph; CF/KG time from
                                                # 20 batches each, extrapolated to the epoch's batch counts
-Writes bench/results/kgat-<scale>.json.
+    python bench/kgat.py --device cuda         # the same on a GPU (the issue's targets are for 2 CPU cores)
+Writes bench/results/kgat-<scale>[-cuda].json.
 """
 from __future__ import annotations
 
@@ -68,7 +69,13 @@ def load(scale: str):
 
 # ------------------------------------------------------------------------------------------- reference
 
-def reference_epoch(config, data, batches: int | None) -> dict:
+def _sync(device) -> None:
+    import torch
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reference_epoch(config, data, batches: int | None, device: str = "cpu") -> dict:
     """A port-style KGAT epoch (see module docstring); same sizes, batches and losses as ours."""
     import numpy as np
     import torch
@@ -81,15 +88,15 @@ def reference_epoch(config, data, batches: int | None) -> dict:
     g = collaborative_kg(data.n_users, data.n_entities, data.train, data.kg, data.n_relations)
     n, R, d = g.num_nodes, g.num_relations, config["embedding_size"]
     sizes = [d] + list(config["layers"])
-    emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n, d)))
-    trans_M = nn.Parameter(nn.init.xavier_uniform_(torch.empty(R, d, config["kg_embedding_size"])))
-    rel_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(R, config["kg_embedding_size"])))
-    W1 = nn.ModuleList(nn.Linear(sizes[i], sizes[i + 1]) for i in range(len(sizes) - 1))
-    W2 = nn.ModuleList(nn.Linear(sizes[i], sizes[i + 1]) for i in range(len(sizes) - 1))
+    emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n, d, device=device)))
+    trans_M = nn.Parameter(nn.init.xavier_uniform_(torch.empty(R, d, config["kg_embedding_size"], device=device)))
+    rel_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(R, config["kg_embedding_size"], device=device)))
+    W1 = nn.ModuleList(nn.Linear(sizes[i], sizes[i + 1]) for i in range(len(sizes) - 1)).to(device)
+    W2 = nn.ModuleList(nn.Linear(sizes[i], sizes[i + 1]) for i in range(len(sizes) - 1)).to(device)
     params = [emb, trans_M, rel_emb, *W1.parameters(), *W2.parameters()]
     opt_cf, opt_kg = torch.optim.Adam(params, lr=1e-4), torch.optim.Adam(params, lr=1e-4)
-    src, dst = g.edge_index
-    A = torch.sparse_coo_tensor(torch.stack([dst, src]), torch.ones(src.numel()), (n, n)).coalesce()
+    src, dst = g.edge_index.to(device)
+    A = torch.sparse_coo_tensor(torch.stack([dst, src]), torch.ones(src.numel(), device=device), (n, n)).coalesce()
 
     def propagate():
         ego, outs = emb, [emb]
@@ -101,24 +108,27 @@ def reference_epoch(config, data, batches: int | None) -> dict:
         return torch.cat(outs, 1)
 
     cf = BPRSampler(data.train, data.n_items, config["train_batch_size"], 0)
-    heads, rels, tails = dst.numpy(), g.edge_type.numpy(), src.numpy()
+    heads, rels, tails = dst.cpu().numpy(), g.edge_type.numpy(), src.cpu().numpy()
+    edge_type = g.edge_type.to(device)
     bs = max(1, len(data.kg) // max(1, len(data.train) // config["train_batch_size"]))
     kg = KGSampler(np.stack([heads, rels, tails], 1), n, R, bs, seed=1)
     n_cf, n_kg = len(cf), len(kg)
     run_cf, run_kg = (n_cf, n_kg) if batches is None else (min(batches, n_cf), min(batches, n_kg))
+    _sync(device)
     t0 = time.perf_counter()
     for _ in range(run_cf):
-        u, p, q = (torch.as_tensor(x) for x in cf.sample())
+        u, p, q = (torch.as_tensor(x, device=device) for x in cf.sample())
         rep = propagate()
         ue, pe, qe = rep[u + data.n_entities], rep[p], rep[q]
         loss = F.softplus((ue * qe).sum(1) - (ue * pe).sum(1)).mean() + 1e-5 * (ue.pow(2).sum() + pe.pow(2).sum() + qe.pow(2).sum()) / 2 / len(u)
         opt_cf.zero_grad()
         loss.backward()
         opt_cf.step()
+    _sync(device)
     t_cf = (time.perf_counter() - t0) * n_cf / run_cf
     t0 = time.perf_counter()
     for _ in range(run_kg):
-        h, r, t, nt = (torch.as_tensor(x) for x in kg.sample())
+        h, r, t, nt = (torch.as_tensor(x, device=device) for x in kg.sample())
         W = trans_M[r]                                                           # (B, d, k) gathered
         ph, pt, pn = (torch.bmm(emb[x].unsqueeze(1), W).squeeze(1) for x in (h, t, nt))
         er = rel_emb[r]
@@ -127,31 +137,33 @@ def reference_epoch(config, data, batches: int | None) -> dict:
         opt_kg.zero_grad()
         loss.backward()
         opt_kg.step()
+    _sync(device)
     t_kg = (time.perf_counter() - t0) * n_kg / run_kg
     t0 = time.perf_counter()
     with torch.no_grad():
-        scores = torch.empty(src.numel())
+        scores = torch.empty(src.numel(), device=device)
         for r in range(R):
-            idx = (g.edge_type == r).nonzero().flatten()
+            idx = (edge_type == r).nonzero().flatten()
             if idx.numel() == 0:
                 continue
             rt = emb[src[idx]] @ trans_M[r]
             rh = emb[dst[idx]] @ trans_M[r]
             scores[idx] = (rt * torch.tanh(rh + rel_emb[r])).sum(1)
         A = torch.sparse.softmax(torch.sparse_coo_tensor(torch.stack([dst, src]), scores, (n, n)), dim=1).coalesce()
+    _sync(device)
     t_ref = time.perf_counter() - t0
     return {"cf": t_cf, "kg": t_kg, "refresh": t_ref, "n_cf_batches": n_cf, "n_kg_batches": n_kg}
 
 
 # ------------------------------------------------------------------------------------------- ours
 
-def ours_epoch(config, data, batches: int | None) -> dict:
+def ours_epoch(config, data, batches: int | None, device: str = "cpu") -> dict:
     import torch
 
     from graphattn.registry import get_model
     from recsys.trainer import _to_tensors
 
-    model = get_model("KGAT")(config, data)
+    model = get_model("KGAT")(config, data).to(device)
     samplers = model.samplers(config, data, 0)
     opts = model.optimizers(config)
     model.train()
@@ -159,23 +171,29 @@ def ours_epoch(config, data, batches: int | None) -> dict:
     for phase in ("cf", "kg"):
         s = samplers[phase]
         run = len(s) if batches is None else min(batches, len(s))
+        _sync(device)
         t0 = time.perf_counter()
         for _ in range(run):
-            loss, _ = model.training_step(phase, _to_tensors(s.sample(), "cpu"))
+            loss, _ = model.training_step(phase, _to_tensors(s.sample(), device))
             opts[phase].zero_grad(set_to_none=True)
             loss.backward()
             opts[phase].step()
+        _sync(device)
         out[phase] = (time.perf_counter() - t0) * len(s) / run
         out[f"n_{phase}_batches"] = len(s)
     t0 = time.perf_counter()
     model.on_epoch_end()
+    _sync(device)
     out["refresh"] = time.perf_counter() - t0
     out["rss_after_epoch"] = _rss_mb()
     # propagation floor: one full-graph forward + backward, times the number of CF batches
+    model.propagate().sum().backward()             # warm-up (allocator, CUDA kernels)
+    _sync(device)
     t0 = time.perf_counter()
     reps = 3
     for _ in range(reps):
         model.propagate().sum().backward()
+    _sync(device)
     out["floor_one"] = (time.perf_counter() - t0) / reps
     out["floor"] = out["floor_one"] * out["n_cf_batches"]
     # full-ranking evaluation of every user, exact and faiss Flat, training items excluded
@@ -194,12 +212,15 @@ def ours_epoch(config, data, batches: int | None) -> dict:
     return out
 
 
-def case(impl: str, scale: str, batches: int | None) -> dict:
+def case(impl: str, scale: str, batches: int | None, device: str = "cpu") -> dict:
     import torch
     torch.manual_seed(0)
     config, data = load(scale)
     base = _rss_mb()
-    res = ours_epoch(config, data, batches) if impl == "ours" else reference_epoch(config, data, batches)
+    run = ours_epoch if impl == "ours" else reference_epoch
+    res = run(config, data, batches, device)
+    if torch.device(device).type == "cuda":
+        res["gpu_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     # peak growth over the loaded data during the epoch (the reference runs nothing else)
     res["peak_mb"] = res.get("rss_after_epoch", _rss_mb()) - base
     res["base_mb"] = base
@@ -212,17 +233,22 @@ def main() -> None:
     parser.add_argument("--scale", choices=["ml-100k", "amazon"], default="ml-100k")
     parser.add_argument("--batches", type=int, default=None, help="time this many batches per phase and extrapolate")
     parser.add_argument("--skip_reference", action="store_true")
+    parser.add_argument("--device", default="cpu", help="cpu (the issue's 2-core target) or cuda[:N]")
     parser.add_argument("--case", nargs=2, metavar=("IMPL", "SCALE"))
     args = parser.parse_args()
     if args.case:
-        print(json.dumps(case(args.case[0], args.case[1], args.batches)))
+        print(json.dumps(case(args.case[0], args.case[1], args.batches, args.device)))
         return
     import torch
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, scale {args.scale}"
+    from graphattn.train import resolve_device
+    resolve_device(args.device)                    # a clear error if the device is not here
+    where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else f"{torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {args.device} ({where}), scale {args.scale}"
           + (f", {args.batches} batches per phase extrapolated" if args.batches else ", full epoch"))
     results = {}
     for impl in (["ours"] if args.skip_reference else ["ours", "reference"]):
-        cmd = [sys.executable, __file__, "--case", impl, args.scale] + (["--batches", str(args.batches)] if args.batches else [])
+        cmd = [sys.executable, __file__, "--case", impl, args.scale, "--device", args.device] + (
+            ["--batches", str(args.batches)] if args.batches else [])
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
         if proc.returncode:
             print(proc.stderr[-2000:])
@@ -243,11 +269,14 @@ def main() -> None:
     print(line)
     print(f"{'epoch peak memory (MB)':<22}{ours['peak_mb']:>10.0f}" + (f"{ref['peak_mb']:>15.0f}" if ref else "")
           + f"   (growth over the loaded data; ours after both evaluations: {ours['rss_after_eval_faiss'] - ours['base_mb']:.0f})")
+    if "gpu_peak_mb" in ours:
+        print(f"{'GPU peak memory (MB)':<22}{ours['gpu_peak_mb']:>10.0f}" + (f"{ref['gpu_peak_mb']:>15.0f}" if ref else ""))
     print(f"propagation floor: one full-graph forward+backward {ours['floor_one']:.3f} s x {ours['n_cf_batches']} "
           f"CF batches = {ours['floor']:.1f} s (the CF phase is {ours['cf'] / ours['floor']:.2f}x the floor)")
     print(f"full-ranking evaluation of all users: exact {ours['eval_exact']:.1f} s, faiss Flat {ours['eval_faiss']:.1f} s "
           f"(recall@20 {ours['eval_exact_recall@20']:.4f} vs {ours['eval_faiss_recall@20']:.4f})")
-    out = ROOT / "bench" / "results" / f"kgat-{args.scale}.json"
+    suffix = "" if args.device == "cpu" else f"-{args.device.replace(':', '')}"
+    out = ROOT / "bench" / "results" / f"kgat-{args.scale}{suffix}.json"
     atomic_write_text(out, json.dumps(results, indent=2))
     print(f"wrote {out.relative_to(ROOT)}")
 

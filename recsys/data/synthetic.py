@@ -96,6 +96,33 @@ def item_clusters(ds: RecDataset) -> np.ndarray:
     return out
 
 
+def planted_attention(ds: RecDataset, edge_index, edge_type, weights) -> dict[str, float]:
+    """How a KGAT-style model's edge weights into items split between the informative and the noise relations.
+
+    ``edge_index`` ``(2, E)`` ``[src; dst]``, ``edge_type`` ``(E,)`` in :func:`graphattn.graphs.collaborative_kg`'s
+    layout (KG relation ``r`` of the dataset is CKG relation ``r + 1``), ``weights`` ``(E,)``. Returns the mean
+    weight per informative / noise edge into an item, the mass per item of each kind (items with an informative
+    edge), and ``share_items_informative_wins``: the share of items (with both kinds) whose informative edge
+    outweighs their average noise edge; 0.5 means no preference.
+    """
+    import torch
+
+    src, dst = edge_index
+    w = weights.reshape(-1).to(torch.float64)
+    into_item = dst < ds.n_items
+    informative = into_item & (edge_type == 1)
+    noise = into_item & (edge_type >= 2) & (edge_type <= ds.n_relations)
+    mass = lambda m: torch.zeros(ds.n_items, dtype=torch.float64).index_add_(0, dst[m], w[m])
+    has = torch.bincount(dst[informative], minlength=ds.n_items) > 0
+    n_noise = torch.bincount(dst[noise], minlength=ds.n_items)
+    both = has & (n_noise > 0)
+    return {"mean_weight_informative": float(w[informative].mean()), "mean_weight_noise": float(w[noise].mean()),
+            "mass_informative_per_item": float(mass(informative)[has].mean()),
+            "mass_noise_per_item": float(mass(noise)[has].mean()),
+            "share_items_informative_wins": float((mass(informative)[both] > mass(noise)[both] / n_noise[both])
+                                                  .double().mean())}
+
+
 def load_planted_kg(config: Mapping[str, Any]) -> RecDataset:
     """Registry loader; reads config key ``planted_kg`` (mapping of :func:`planted_kg` arguments) and ``seed``."""
     import inspect

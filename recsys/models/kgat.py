@@ -42,7 +42,12 @@ class KGAT(RecModel):
     every layer in the CF phase (no CF gradient flows into it); before the first refresh the matrix is
     ``sum_r D_r^{-1} A_r`` (per-relation row-normalised adjacency). ``attention_mode: end_to_end`` recomputes
     the attention from the current layer-0 embeddings in every CF step with gradient (the paper's reading).
-    ``use_attention: false`` keeps the initial per-relation normalised adjacency throughout.
+    ``use_attention: false`` keeps the initial per-relation normalised adjacency throughout (the paper's
+    "w/o Att" ablation); ``use_kge: false`` drops the TransR phase (the paper's "w/o KGE", official
+    ``--use_kge False``). The relation parameters ``W_r, e_r`` of the attention are trained only by TransR in
+    ``fixed`` mode and also by the CF loss in ``end_to_end`` mode; with ``end_to_end`` and ``use_kge: false`` the
+    attention is learnt from the recommendation loss alone. On the planted-knowledge data only that last setting
+    makes the attention favour the informative relation (``experiments/kgat_planted.py``; README).
 
     Deviations: the GraphSage aggregator normalises the layer output like the others (the official code
     normalises the pre-linear concatenation, a bug); the authors' pretrained ``mf.npz`` files are not published,
@@ -51,7 +56,7 @@ class KGAT(RecModel):
 
     Args (config keys): ``embedding_size`` 64, ``kg_embedding_size`` 64, ``layers`` [64, 32, 16],
     ``aggregator`` bi, ``mess_dropout`` [0.1, 0.1, 0.1], ``reg_weight`` [1e-5, 1e-5], ``kg_batch_size`` 0
-    (official rule), ``attention_mode`` fixed, ``use_attention`` true, ``negative_slope`` 0.2, ``pretrain`` null.
+    (official rule), ``attention_mode`` fixed, ``use_attention`` true, ``use_kge`` true, ``negative_slope`` 0.2, ``pretrain`` null.
 
     Shapes: node embeddings (n_entities + n_users, d); readout (n, d + sum(layers)).
     """
@@ -69,6 +74,8 @@ class KGAT(RecModel):
         if config["attention_mode"] not in ("fixed", "end_to_end"):
             raise ValueError(f"attention_mode must be 'fixed' or 'end_to_end', got {config['attention_mode']!r}")
         self.attention_mode, self.use_attention = config["attention_mode"], bool(config["use_attention"])
+        if not config["use_kge"]:
+            self.phases = ("cf",)         # no TransR phase (the official --use_kge False; the paper's "w/o KGE")
         self.reg_cf, self.reg_kg = (float(v) for v in config["reg_weight"])
         self.mess_dropout = drop
         self.n_entities, self.n_kg_relations = data.n_entities, data.n_relations

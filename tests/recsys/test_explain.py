@@ -10,7 +10,7 @@ from recsys.models.kgat import KGAT
 
 CFG = {"embedding_size": 8, "kg_embedding_size": 4, "layers": [8, 4], "aggregator": "bi",
        "mess_dropout": [0.0, 0.0], "reg_weight": [1e-5, 1e-5], "negative_slope": 0.2,
-       "attention_mode": "fixed", "use_attention": True}
+       "attention_mode": "fixed", "use_attention": True, "use_kge": True}
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from recsys.sampler import BPRSampler, KGSampler
 
 BASE = {"embedding_size": 16, "kg_embedding_size": 8, "layers": [16, 8], "aggregator": "bi",
         "mess_dropout": [0.1, 0.1], "reg_weight": [1e-5, 1e-5], "negative_slope": 0.2,
-        "attention_mode": "fixed", "use_attention": True, "learning_rate": 1e-3, "weight_decay": 0.0,
+        "attention_mode": "fixed", "use_attention": True, "use_kge": True, "learning_rate": 1e-3, "weight_decay": 0.0,
         "train_batch_size": 64, "kg_batch_size": 0}
 
 
@@ -112,6 +112,21 @@ def test_kgat_end_to_end_attention_gets_cf_gradient(data):
     loss, _ = model.training_step("cf", batches(model, data)["cf"])
     loss.backward()
     assert model.score.W_r.grad.abs().sum() > 0
+
+
+def test_kgat_without_kge_has_no_kg_phase_and_leaves_relations_untrained(data):
+    """use_kge: false (the paper's "w/o KGE"): only the CF phase runs; in fixed mode nothing trains W_r, e_r."""
+    from recsys.trainer import train_epoch
+    torch.manual_seed(0)
+    model = get_model("KGAT")(config_for("KGAT", use_kge=False), data)
+    assert model.phases == ("cf",)
+    before = model.score.W_r.detach().clone(), model.score.e_r.detach().clone(), model.embedding.weight.detach().clone()
+    logs = train_epoch(model, model.samplers(BASE, data, 0), model.optimizers(BASE), "cpu", False)
+    assert not any(key.startswith("kg") or "transr" in key for key in logs), logs
+    assert torch.equal(model.score.W_r, before[0]) and torch.equal(model.score.e_r, before[1])
+    assert not torch.equal(model.embedding.weight, before[2])         # the CF phase did train
+    with_kge = get_model("KGAT")(config_for("KGAT"), data)
+    assert with_kge.phases == ("cf", "kg")
 
 
 def test_kgat_fixed_and_end_to_end_agree_on_forward(data):
