@@ -214,7 +214,7 @@ class KGAT(RecModel):
     def samplers(self, config, data, seed):
         cf = BPRSampler(data.train, data.n_items, config["train_batch_size"], seed)
         heads, rels, tails = self.edge_index[1].cpu().numpy(), self.edge_type.cpu().numpy(), self.edge_index[0].cpu().numpy()
-        n_kg = max(len(data.kg), 1)
+        n_kg = len(data.kg) or len(heads)        # official rule on the KG triples; an empty KG falls back to the CKG's
         bs = config["kg_batch_size"] or max(1, n_kg // max(1, len(data.train) // config["train_batch_size"]))
         kg = KGSampler(np.stack([heads, rels, tails], 1), self.n_nodes, self.n_relations, bs, seed=seed + 1)
         return {"cf": cf, "kg": kg}

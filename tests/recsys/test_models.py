@@ -129,6 +129,18 @@ def test_kgat_without_kge_has_no_kg_phase_and_leaves_relations_untrained(data):
     assert with_kge.phases == ("cf", "kg")
 
 
+def test_kgat_kg_batches_follow_the_official_rule_and_survive_an_empty_kg(data):
+    """kg_batch_size 0: n_triples // (n_train // batch) heads per KG batch; with no KG triples the rule counts the
+    CKG's edges instead of collapsing to batches of one head."""
+    import dataclasses
+    model = get_model("KGAT")(config_for("KGAT"), data)
+    n_cf = len(data.train) // BASE["train_batch_size"]
+    assert model.samplers(BASE, data, 0)["kg"].batch_size == len(data.kg) // n_cf
+    empty = dataclasses.replace(data, kg=data.kg[:0])
+    model = get_model("KGAT")(config_for("KGAT"), empty)
+    assert model.samplers(BASE, empty, 0)["kg"].batch_size == model.edge_index.shape[1] // n_cf
+
+
 def test_kgat_fixed_and_end_to_end_agree_on_forward(data):
     torch.manual_seed(0)
     fixed = get_model("KGAT")(config_for("KGAT"), data).eval()
