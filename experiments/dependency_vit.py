@@ -10,15 +10,25 @@ masks used in training) trains DependencyViT and the plain ViT of identical size
   adjusted Rand index (ARI), for every depth d; also k-means (k = true number of groups) on the plain
   ViT's final token features as a second baseline;
 - per block, the "hub share": the share of an image's tokens whose parent is the image's most chosen parent
-  (near 1 = the tree collapses onto one hub token);
-- with leaf pruning switched on at inference, measures how often the pruned tokens are background.
+  (near 1 = the tree collapses onto one hub token), and where object patches point: the share whose parent
+  is the patch itself (a root), a patch of the same object, of another object, or background;
+- with leaf pruning switched on at inference, measures how often the pruned tokens are background;
+- control (``--local_epochs`` > 0): a "bag of local features" classifier that cannot group anything, a
+  patch embedding plus one 2x2 convolution over the patch grid (receptive field 8 px, smaller than an
+  object), average pooled into a linear head. If it solves the task, the label can be read from local
+  part junctions counted over the image, and classification gives no reason to separate objects.
 
 Writes ``<out>/ari_by_depth.png``, ``<out>/trees.png`` (parent arrows and groups drawn over images) and
 ``<out>/result.json``; prints the table and PASS/FAIL of: DependencyViT's ARI at its best depth exceeds the
 plain ViT's best by > 0.1 (FG-ARI: object patches of images with >= 2 objects;
 ARI over all patches is printed too).
 
-    python experiments/dependency_vit.py --epochs 30 --seed 1 [--out experiments/results/dependency_vit_seed1]
+Training images are rendered anew on every read (``resample_train``, the parts default; ``--num_train`` is
+then images per epoch), so neither model can overfit a fixed set. CPU-sized run (about 14 minutes on one
+shared CPU thread; embed_dim 48 and depth 4 instead of the model defaults 64 and 6 to fit that budget):
+
+    python experiments/dependency_vit.py --epochs 16 --num_train 8000 --seed 0 --local_epochs 10 \
+        --set embed_dim=48 depth=4 [--out experiments/results/dependency_vit_fresh_s0]
 """
 
 from __future__ import annotations
@@ -79,6 +89,42 @@ def final_tokens(model, images, device):
     return model.norm(toks).cpu()
 
 
+class LocalBag(torch.nn.Module):
+    """Bag of local features: 4x4 patch embedding, GELU, a 2x2 convolution on the patch grid (receptive field
+    8 px), GELU, average pooling over positions, linear head. No token sees beyond its 8 px window."""
+
+    def __init__(self, in_channels: int, num_classes: int, patch: int = 4, width: int = 64):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(in_channels, width, patch, stride=patch), torch.nn.GELU(),
+                                        torch.nn.Conv2d(width, width, 2), torch.nn.GELU(), torch.nn.Conv2d(width, width, 1), torch.nn.GELU())
+        self.head = torch.nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x).mean(dim=(2, 3)))
+
+
+def train_local_bag(cfg, data, device, epochs: int) -> float:
+    """Train :class:`LocalBag` (AdamW 2e-3, cosine) on the training split, return its test accuracy."""
+    torch.manual_seed(int(cfg["seed"]))
+    model = LocalBag(3, data.num_classes, int(cfg["patch_size"])).to(device)
+    loader = torch.utils.data.DataLoader(data.train, batch_size=int(cfg["train_batch_size"]), shuffle=True, num_workers=int(cfg["num_workers"]))
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * len(loader))
+    for _ in range(epochs):
+        model.train()
+        for x, y in loader:
+            loss = torch.nn.functional.cross_entropy(model(x.to(device)), y.to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    model.eval()
+    test = data.test
+    with torch.no_grad():
+        pred = torch.cat([model(torch.stack([test[i][0] for i in range(s, min(s + 500, len(test)))]).to(device)).argmax(1).cpu() for s in range(0, len(test), 500)])
+    return float((pred == test.labels).float().mean())
+
+
 def main() -> int:
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score
@@ -90,6 +136,7 @@ def main() -> int:
     parser.add_argument("--out", default="experiments/results/dependency_vit")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra config overrides, e.g. embed_dim=48 depth=4")
     parser.add_argument("--runs", default=None, help="checkpoint_dir of the training runs (default <out>/runs)")
+    parser.add_argument("--local_epochs", type=int, default=0, help="epochs of the bag-of-local-features control (0 = skip)")
     args = parser.parse_args()
     runs = Path(args.runs) if args.runs else Path(args.out) / "runs"
     torch.set_num_threads(1)
@@ -122,6 +169,19 @@ def main() -> int:
     # collapse diagnostic: per block, share of the image's tokens whose parent is its most chosen parent
     hub_share = {name: [float(np.mean([torch.bincount(t[l][t[l] >= 0]).max().item() / int((t[l] >= 0).sum()) for t in tr])) for l in range(depth)]
                  for name, tr in all_trees.items()}
+    # where do object patches point? (self = root, same object, another object, background), per block
+    targets = {}
+    for name, tr in all_trees.items():
+        rows_t = []
+        for l in range(depth):
+            counts = np.zeros(4)
+            for t, g in zip(tr, gt):
+                src = torch.nonzero((g > 0) & (t[l] >= 0)).squeeze(1)
+                par = t[l][src]
+                kind = torch.where(par == src, 0, torch.where(g[par] == g[src], 1, torch.where(g[par] > 0, 2, 3)))
+                counts += np.bincount(kind.numpy(), minlength=4)
+            rows_t.append((counts / max(1.0, counts.sum())).tolist())
+        targets[name] = rows_t
     feats = final_tokens(plain, images, device)
     km = []
     for g, f in zip(gt, feats):
@@ -144,7 +204,10 @@ def main() -> int:
         bg_all.append(float((g == 0).float().mean()))
     dep.prune_layers = []
 
+    local_acc = train_local_bag(cfg, data, device, args.local_epochs) if args.local_epochs > 0 else None
     print(f"test accuracy: DependencyViT {dep_test['accuracy']:.4f}  plain ViT {plain_test['accuracy']:.4f}  ({data.num_classes} classes)")
+    if local_acc is not None:
+        print(f"test accuracy of the bag of local features (8 px windows, average pooled, no grouping possible): {local_acc:.4f}")
     print("patch groups vs objects by depth d (parent pointers of blocks 0..d-1 chained); ARI over all patches")
     print("(background = one group) and FG-ARI over object patches of images with >= 2 objects:")
     print("depth              " + "  ".join(f"{d:>6d}" for d in range(1, depth + 1)))
@@ -153,12 +216,16 @@ def main() -> int:
         print(f"{name + ' FG-ARI':<18s} " + "  ".join(f"{v:6.3f}" for v in fg_ari[name]))
     for name, row in hub_share.items():
         print(f"{name + ' hub share':<18s} " + "  ".join(f"{v:6.3f}" for v in row) + "   (share of tokens whose parent is the most chosen one)")
+    print("parent of object patches per block: self (root) / same object / other object / background")
+    for name, rows_t in targets.items():
+        print(f"{name:<18s} " + "  ".join("/".join(f"{v:.2f}" for v in r) for r in rows_t))
     print(f"k-means on plain-ViT final features (oracle k): ARI {ari_kmeans:.3f}  FG-ARI {fg_ari_kmeans:.3f}")
     print(f"leaf pruning (in blocks {prune_at[0]}-{prune_at[-1]}, 16% each): background share of pruned tokens {np.mean(bg_pruned):.3f} vs {np.mean(bg_all):.3f} of all tokens")
     best_dep, best_plain = max(fg_ari["DependencyViT"]), max(fg_ari["plain ViT"])
     result = {"accuracy": {"DependencyViT": dep_test["accuracy"], "plain ViT": plain_test["accuracy"]}, "ari_by_depth": ari,
               "fg_ari_by_depth": fg_ari, "ari_kmeans_plain_features": ari_kmeans, "fg_ari_kmeans_plain_features": fg_ari_kmeans, "background_share_pruned": float(np.mean(bg_pruned)),
-              "background_share_all": float(np.mean(bg_all)), "hub_share_by_block": hub_share, "epochs": args.epochs, "seed": args.seed,
+              "background_share_all": float(np.mean(bg_all)), "hub_share_by_block": hub_share, "local_bag_accuracy": local_acc,
+              "object_parent_self_same_other_background_by_block": targets, "epochs": args.epochs, "seed": args.seed,
               "num_train": args.num_train, "overrides": common}
     atomic_write_text(out / "result.json", json.dumps(result, indent=2))
     plot(out, fg_ari, fg_ari_kmeans, images, test, all_trees, gt, patch, int(np.argmax(fg_ari["DependencyViT"])) + 1, int(cfg["image_size"]))

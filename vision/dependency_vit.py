@@ -44,12 +44,15 @@ the choices marked (port)):
 - ``reversed_attention: false`` gives the plain ViT with identical sizes (standard softmax over each
   receiver's incoming edges, no gates), the baseline of the experiments.
 - Projections in the attention have no bias (port: ``qkv_bias=False``); so the output projection has none.
+- ``pos_embed: sincos`` replaces the learned position embedding (port) by a fixed 2-D sine-cosine one (as in
+  MAE / MoCo v3), an option for small data; on the parts images it learned no faster than the learned one in a
+  short run (valid accuracy after 4 epochs of 8,000 fresh images 0.378 vs 0.382), so the default stays ``learned``.
 
 Args (``vision/model/DependencyViT.yaml``):
     patch_size (4), embed_dim (64), depth (6), num_heads (4), mlp_ratio (2.0), head_selector_tau (0.1),
     cumulative_controller (true), layer_scale_init (0.1; 0 disables LayerScale), reversed_attention (true),
     prune_layers ([]: 0-based blocks in which to prune), prune_ratio (0.16), prune_score ("received"),
-    prune_after ("attention"), pool_by_controller (true), drop_rate (0.0).
+    prune_after ("attention"), pool_by_controller (true), drop_rate (0.0), pos_embed ("learned").
 
 Shapes:
     x (B, C_in, S, S) -> logits (B, num_classes); tokens N = (S / patch_size)^2.
@@ -71,7 +74,26 @@ from graphattn.attention.messages import Message
 from graphattn.registry import register_model
 from vision.base import VisionData, VisionModel
 
-__all__ = ["DependencyViT", "DependencyBlock", "GatedValueMessage"]
+__all__ = ["DependencyViT", "DependencyBlock", "GatedValueMessage", "sincos_position_embedding"]
+
+
+def sincos_position_embedding(grid: int, dim: int) -> Tensor:
+    """Fixed 2-D sine-cosine position embedding of a ``grid`` x ``grid`` patch grid (row-major).
+
+    The first half of the channels encodes the row, the second the column, each as
+    ``[sin(t w_k), cos(t w_k)]`` with ``w_k = 10000^{-k / (dim / 4)}``, ``k = 0 .. dim/4 - 1``.
+
+    Shapes: -> (1, grid * grid, dim); ``dim`` must be divisible by 4.
+    """
+    if dim % 4:
+        raise ValueError(f"embed_dim must be divisible by 4 for the sincos position embedding, got {dim}")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))    # (dim/4,)
+    rows, cols = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64), indexing="ij")
+    parts = []
+    for t in (rows.reshape(-1), cols.reshape(-1)):
+        angle = t[:, None] * omega[None]                                                   # (N, dim/4)
+        parts += [angle.sin(), angle.cos()]
+    return torch.cat(parts, dim=1).float().unsqueeze(0)
 
 
 class GatedValueMessage(Message):
@@ -231,7 +253,13 @@ class DependencyViT(VisionModel):
             raise ValueError(f"prune_after must be 'attention' or 'block', got {self.prune_after!r}")
 
         self.patch_embed = nn.Conv2d(int(data.meta["in_channels"]), dim, kernel_size=patch, stride=patch)
-        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_patches, dim))
+        self.pos_embed_kind = str(config["pos_embed"])
+        if self.pos_embed_kind == "learned":
+            self.pos_embed = nn.Parameter(torch.zeros(1, self.num_patches, dim))
+        elif self.pos_embed_kind == "sincos":
+            self.register_buffer("pos_embed", sincos_position_embedding(self.grid, dim))
+        else:
+            raise ValueError(f"pos_embed must be 'learned' or 'sincos', got {self.pos_embed_kind!r}")
         self.blocks = nn.ModuleList(
             DependencyBlock(dim, int(config["num_heads"]), float(config["mlp_ratio"]), float(config["head_selector_tau"]),
                             self.reversed, bool(config["cumulative_controller"]), float(config["layer_scale_init"]),
@@ -243,7 +271,8 @@ class DependencyViT(VisionModel):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        if isinstance(self.pos_embed, nn.Parameter):
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.trunc_normal_(module.weight, std=0.02)

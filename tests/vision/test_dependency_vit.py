@@ -201,3 +201,47 @@ def test_parts_images_are_seeded_and_labels_match_masks():
         assert int(a.objects[i].max()) == n_objects
         assert set(torch.unique(a.parts[i]).tolist()) == set(range(2 * n_objects + 1))
         assert ((a.parts[i] > 0) == (a.objects[i] > 0)).all()
+
+
+def test_fresh_parts_images_are_new_on_every_read_and_seeded():
+    from vision.datasets.parts import FreshPartsDataset
+
+    ds = FreshPartsDataset(4, 32, 2, 0.05)
+    torch.manual_seed(7)
+    first = [ds[i] for i in range(4)]
+    again = ds[0]
+    assert not torch.equal(first[0][0], again[0])                      # a new image on every read
+    torch.manual_seed(7)
+    replay = [ds[i] for i in range(4)]
+    for (xa, ya), (xb, yb) in zip(first, replay):                      # same torch seed, same stream
+        torch.testing.assert_close(xa, xb)
+        assert int(ya) == int(yb)
+    assert first[0][0].shape == (3, 32, 32) and first[0][1].dtype == torch.long
+    assert all(0 <= int(y) < 9 for _, y in first)
+    with pytest.raises(IndexError):
+        ds[4]
+
+
+def test_parts_loader_resamples_only_the_training_split():
+    from vision.datasets.parts import FreshPartsDataset, PartsDataset, load_parts_data
+
+    base = {"image_size": 16, "max_objects": 1, "num_train": 5, "num_valid": 3, "num_test": 3, "noise_std": 0.0, "split_seed": 0}
+    data = load_parts_data({**base, "resample_train": True})
+    assert isinstance(data.train, FreshPartsDataset) and len(data.train) == 5
+    assert isinstance(data.valid, PartsDataset) and isinstance(data.test, PartsDataset)
+    fixed = load_parts_data({**base, "resample_train": False})
+    assert isinstance(fixed.train, PartsDataset)
+    torch.testing.assert_close(fixed.test.images, data.test.images)    # held-out images do not depend on the switch
+
+
+def test_sincos_position_embedding_by_hand_and_as_a_buffer():
+    from vision.dependency_vit import sincos_position_embedding
+
+    pe = sincos_position_embedding(2, 4)[0]                            # dim 4: one frequency (1.0) per axis
+    rows, cols = torch.tensor([0.0, 0.0, 1.0, 1.0]), torch.tensor([0.0, 1.0, 0.0, 1.0])
+    torch.testing.assert_close(pe, torch.stack([rows.sin(), rows.cos(), cols.sin(), cols.cos()], dim=1))
+    model = _tiny_model(pos_embed="sincos")
+    assert "pos_embed" not in dict(model.named_parameters()) and "pos_embed" in model.state_dict()
+    torch.testing.assert_close(model.pos_embed, sincos_position_embedding(4, 16))
+    with pytest.raises(ValueError, match="pos_embed"):
+        _tiny_model(pos_embed="rope")
