@@ -1,16 +1,20 @@
 """INFNet vs Shared-Bottom vs MMoE on the spec's synthetic three-task data, plus the "no task tokens" ablation.
 
-    .venv/bin/python experiments/infnet_synthetic.py [--samples 60000] [--epochs 20] [--seeds 0 1 2]
+    .venv/bin/python experiments/infnet_synthetic.py [--samples 60000] [--epochs 20] [--seeds 0 1 2] [--jobs 1]
 
 Checks (INFNet spec): INFNet beats Shared-Bottom and MMoE on mean test AUC, and removing the task tokens
 hurts task 3 (``mixed``, the negatively transferring task) the most. Prints per-task test AUC, train mean AUC
-(to tell underfitting from overfitting), parameter counts, the oracle AUC of the true logits, and PASS/FAIL
-per check; writes ``experiments/out/infnet_synthetic.png``.
+(to tell underfitting from overfitting), each task's best validation epoch, parameter counts, the oracle AUC
+of the true logits, two reference scores (the target item's smoothed training label rate, i.e. what item
+popularity alone gives, and the indicator [target in like sequence]) and PASS/FAIL per check; writes
+``experiments/out/infnet_synthetic.png``.
 
 Every model uses its own defaults (INFNet.yaml, SharedBottom.yaml, MMoE.yaml, overall.yaml) and the same
 data, epochs and early stopping (``--stopping-step``, default 5 evaluations as in the paper's protocol).
 ``--variants INFNet-printed`` adds INFNet with the printed v1 equations (sigmoid gate on the block-input
-proxies, no residuals); ``--infnet JSON`` overrides keys of every INFNet variant.
+proxies, no residuals); ``--infnet JSON`` overrides keys of every INFNet variant, ``--all JSON`` of every
+model; ``--define LABEL=MODEL:JSON`` adds a variant (name it in ``--variants``); ``--curves`` prints each run's
+validation AUC per epoch; ``--jobs N`` runs the (seed, variant) trainings in N processes of one thread each.
 """
 from __future__ import annotations
 
@@ -45,46 +49,114 @@ VARIANTS = {
 }
 
 
+def in_like(split) -> np.ndarray:
+    """1.0 where the target item (field ``item_id``) occurs in the ``like`` sequence."""
+    return (split.seq[1] == split.cat[:, 1:2]).any(1).double().numpy()
+
+
+def item_rate_auc(data, smoothing: float = 5.0) -> list[float]:
+    """Test AUC per task of the target item's smoothed training label rate (what item popularity alone gives)."""
+    items, test_items = data.train.cat[:, 1].numpy(), data.test.cat[:, 1].numpy()
+    size = int(max(items.max(), test_items.max())) + 1
+    count = np.bincount(items, minlength=size)
+    out = []
+    for i in range(len(data.tasks)):
+        y = data.train.labels[:, i].numpy()
+        rate = (np.bincount(items, weights=y, minlength=size) + smoothing * y.mean()) / (count + smoothing)
+        out.append(auc(data.test.labels[:, i].numpy(), rate[test_items]))
+    return out
+
+
+def run_one(job: tuple[int, str, str, dict, int, int, int, str, bool]) -> tuple[int, str, dict, dict, list, str]:
+    """Train one (seed, variant) on the synthetic data; returns its test / train metrics, curve and a line."""
+    seed, label, model_name, extra, samples, epochs, stopping_step, device, curves = job
+    torch.set_num_threads(1)
+    data = synthetic_three_task(n_samples=samples, seed=seed)
+    cfg = Config(model_name, "mtl-synthetic", config_dict={
+        "epochs": epochs, "stopping_step": stopping_step, "show_progress": False, "seed": seed, **extra})
+    seed_everything(seed)
+    model = get_model(model_name)(cfg, data)
+    t0 = time.time()
+    history: list[dict] = []
+    test = fit(model, data, cfg, device=torch.device(device), history=history)
+    seconds = time.time() - t0
+    train = evaluate(model, data.train, data.tasks, int(cfg["eval_batch_size"]), torch.device(device))
+    best = {t: int(max(history, key=lambda h: h[f"auc_{t}"])["epoch"]) for t in data.tasks}
+    line = (f"seed {seed} {label:17s} " + " ".join(f"{t}={test[f'auc_{t}']:.4f}" for t in data.tasks)
+            + f" mean={test['mean_auc']:.4f} train_mean={train['mean_auc']:.4f} best_epoch={test['best_epoch']} "
+            f"(per-task valid best {best}) params={sum(p.numel() for p in model.parameters())} {seconds:.0f}s")
+    if curves:
+        line += "\n  valid AUC per epoch: " + "; ".join(
+            f"{h['epoch']}:" + "/".join(f"{h[f'auc_{t}']:.3f}" for t in data.tasks) for h in history)
+    return seed, label, test, train, history, line
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=60000)
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--stopping-step", type=int, default=5,
                         help="evaluations without validation gain before stopping, for every model (paper: 5)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--infnet", default="{}", help='JSON config overrides for both INFNet variants, e.g. \'{"residual": true}\'')
-    parser.add_argument("--variants", nargs="+", default=["INFNet", "INFNet-noTaskTok", "SharedBottom", "MMoE"],
-                        choices=list(VARIANTS))
+    parser.add_argument("--infnet", default="{}", help='JSON config overrides for every INFNet variant, e.g. \'{"residual": true}\'')
+    parser.add_argument("--all", default="{}", help="JSON config overrides for every model (e.g. a learning rate)")
+    parser.add_argument("--variants", nargs="+", default=["INFNet", "INFNet-noTaskTok", "SharedBottom", "MMoE"])
+    parser.add_argument("--define", nargs="*", default=[], metavar="LABEL=MODEL:JSON",
+                        help='extra variants, e.g. SB-lr1e-3=SharedBottom:{"learning_rate": 0.001}; name them in --variants')
+    parser.add_argument("--jobs", type=int, default=1, help="(seed, variant) runs in parallel processes, 1 thread each")
+    parser.add_argument("--curves", action="store_true", help="print each run's validation AUC per epoch")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "out" / "infnet_synthetic.png"))
     args = parser.parse_args()
     torch.set_num_threads(1)
+    variants = dict(VARIANTS)
+    for spec in args.define:
+        label, _, rest = spec.partition("=")
+        model_name, _, js = rest.partition(":")
+        if not label or model_name not in ("INFNet", "SharedBottom", "MMoE"):
+            raise ValueError(f"--define expects LABEL=MODEL:JSON with MODEL INFNet|SharedBottom|MMoE, got {spec!r}")
+        variants[label] = (model_name, json.loads(js or "{}"))
+    unknown = [v for v in args.variants if v not in variants]
+    if unknown:
+        raise ValueError(f"unknown variants {unknown}; known: {sorted(variants)} (add more with --define)")
 
-    results: dict[str, list[dict[str, float]]] = {k: [] for k in args.variants}
+    common = json.loads(args.all)
+    jobs = []
     for seed in args.seeds:
         data = synthetic_three_task(n_samples=args.samples, seed=seed)
         print(data.summary())
         oracle = data.meta["oracle_logits"].numpy()
         labels = data.test.labels.numpy()
-        print("oracle test AUC (true logits): " + ", ".join(
+        print(f"seed {seed} oracle test AUC (true logits): " + ", ".join(
             f"{t} {auc(labels[:, i], oracle[:, i]):.4f}" for i, t in enumerate(data.tasks)), flush=True)
+        print(f"seed {seed} reference test AUC: target item's smoothed train label rate (popularity) "
+              + ", ".join(f"{t} {a:.4f}" for t, a in zip(data.tasks, item_rate_auc(data)))
+              + "; [target in like sequence] " + ", ".join(
+                  f"{t} {auc(labels[:, i], in_like(data.test)):.4f}" for i, t in enumerate(data.tasks)), flush=True)
         for label in args.variants:
-            model_name, extra = VARIANTS[label]
-            if model_name == "INFNet":
-                extra = {**json.loads(args.infnet), **extra}
-            cfg = Config(model_name, "mtl-synthetic", config_dict={
-                "epochs": args.epochs, "stopping_step": args.stopping_step, "show_progress": False, "seed": seed,
-                **extra})
-            seed_everything(seed)
-            model = get_model(model_name)(cfg, data)
-            t0 = time.time()
-            test = fit(model, data, cfg, device=torch.device(args.device))
-            seconds = time.time() - t0
-            train = evaluate(model, data.train, data.tasks, int(cfg["eval_batch_size"]), torch.device(args.device))
-            results[label].append(test)
-            print(f"seed {seed} {label:17s} " + " ".join(f"{t}={test[f'auc_{t}']:.4f}" for t in data.tasks)
-                  + f" mean={test['mean_auc']:.4f} train_mean={train['mean_auc']:.4f} best_epoch={test['best_epoch']} "
-                  f"params={sum(p.numel() for p in model.parameters())} {seconds:.0f}s", flush=True)
+            model_name, extra = variants[label]
+            extra = {**common, **(json.loads(args.infnet) if model_name == "INFNet" else {}), **extra}
+            jobs.append((seed, label, model_name, extra, args.samples, args.epochs, args.stopping_step, args.device,
+                         args.curves))
+    results: dict[str, list[dict[str, float]]] = {k: [] for k in args.variants}
+    if args.jobs > 1:
+        os.environ["OMP_NUM_THREADS"] = "1"
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(run_one, job) for job in jobs]
+            outputs = []
+            for future in as_completed(futures):                  # print each run as it finishes
+                outputs.append(future.result())
+                print(outputs[-1][-1], flush=True)
+        outputs.sort(key=lambda o: (args.seeds.index(o[0]), args.variants.index(o[1])))
+    else:
+        outputs = []
+        for job in jobs:
+            outputs.append(run_one(job))
+            print(outputs[-1][-1], flush=True)
+    for _, label, test, _, _, _ in outputs:
+        results[label].append(test)
 
     tasks = data.tasks
     mean = {k: {m: float(np.mean([r[m] for r in v])) for m in v[0]} for k, v in results.items()}

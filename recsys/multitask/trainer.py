@@ -54,12 +54,14 @@ def _to(batch: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
 
 
 def fit(model: MultiTaskModel, data: MultiTaskData, config: Mapping[str, Any], run: RunDir | None = None,
-        device: torch.device | str = "cpu") -> dict[str, Any]:
+        device: torch.device | str = "cpu", history: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Train ``model`` on ``data.train``, select on ``data.valid``, return test metrics of the best epoch.
 
     Config keys: epochs, learning_rate, weight_decay, train_batch_size, eval_batch_size, eval_step,
     stopping_step, valid_metric, show_progress, seed. With a ``run`` folder, losses, validation metrics and
     test metrics are logged, ``best.pt`` / ``last.pt`` saved, and a ``last.pt`` already there is resumed.
+    ``history``, when given, receives one dict per evaluation: ``epoch``, ``loss`` (mean training loss of the
+    epoch) and the validation metrics (learning curves per task without a run folder).
     """
     model.to(device)
     # the splits are small next to the model's activations: keep them on the device for the whole run
@@ -108,6 +110,8 @@ def fit(model: MultiTaskModel, data: MultiTaskData, config: Mapping[str, Any], r
                 raise ValueError(f"valid_metric {metric!r} is not computed; choose one of {sorted(valid)}")
             if run is not None:
                 run.log_metrics(epoch, "valid", valid)
+            if history is not None:
+                history.append({"epoch": epoch, "loss": total / max(n, 1), **valid})
             if stopper.step(valid[metric]):
                 best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
                 if run is not None:
