@@ -68,12 +68,16 @@ def train_epoch(model, samplers, optimizers, device, show_progress: bool) -> dic
 
 
 def load_data(config: Mapping):
+    """The dataset named (or the folder given) by ``config["dataset"]``, with ``use_kg`` / ``kg_min_degree``
+    applied (:meth:`RecDataset.filter_kg`)."""
     entry = get_dataset(config["dataset"], "recsys")
     config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     if entry.is_path:
         from .data import load_dataset
-        return load_dataset(entry.name, config)
-    return entry.loader(config)
+        data = load_dataset(entry.name, config)
+    else:
+        data = entry.loader(config)
+    return data.filter_kg(bool(config.get("use_kg", True)), int(config.get("kg_min_degree", 0)))
 
 
 def train(config: Mapping, run: RunDir) -> dict[str, float]:

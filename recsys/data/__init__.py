@@ -11,6 +11,7 @@ Config keys read here (defaults in parentheses):
     RELATION_ID_FIELD (str, relation_id), TAIL_ENTITY_ID_FIELD (str, tail_id)   atomic column names
     data_path (str | None, None)    download cache root (else $GRAPHATTN_DATA, else <repo>/data)
     planted_kg (dict, {})           keyword arguments of ``planted_kg`` for the ``planted-kg`` dataset
+    use_kg (bool, True), kg_min_degree (int, 0)   KG ablations applied by the trainer (``RecDataset.filter_kg``)
 """
 from __future__ import annotations
 

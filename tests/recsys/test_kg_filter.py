@@ -1,0 +1,40 @@
+"""KG ablation keys: use_kg and kg_min_degree (RecDataset.filter_kg, applied by recsys.trainer.load_data)."""
+import numpy as np
+import pytest
+
+from recsys.data import RecDataset
+
+
+def _data():
+    # items 0, 1; entities 2 (in 3 triples), 3 (in 1 triple), 4 (in 2 triples)
+    kg = np.array([[0, 0, 2], [1, 0, 2], [2, 1, 4], [0, 1, 3], [1, 2, 4]])
+    pairs = np.array([[0, 0], [0, 1], [1, 1]])
+    return RecDataset(name="toy", n_users=2, n_items=2, n_entities=5, n_relations=3, train=pairs,
+                      valid=pairs[:0], test=pairs[:0], kg=kg)
+
+
+def test_min_degree_keeps_triples_whose_non_item_entities_are_frequent():
+    data = _data()
+    assert data.filter_kg() is data
+    kept = data.filter_kg(min_degree=2).kg
+    assert kept.tolist() == [[0, 0, 2], [1, 0, 2], [2, 1, 4], [1, 2, 4]]       # entity 3 has one triple
+    kept = data.filter_kg(min_degree=3).kg
+    assert kept.tolist() == [[0, 0, 2], [1, 0, 2]]                            # 2 has three triples, 4 two
+    assert data.kg.shape == (5, 3)                                             # the original is untouched
+
+
+def test_use_kg_false_drops_every_triple_and_keeps_ids():
+    data = _data().filter_kg(use_kg=False)
+    assert data.kg.shape == (0, 3) and (data.n_entities, data.n_relations) == (5, 3)
+    with pytest.raises(ValueError, match="kg_min_degree"):
+        _data().filter_kg(min_degree=-1)
+
+
+def test_trainer_applies_the_config_keys():
+    from graphattn.config import Config
+    from recsys.trainer import load_data
+    small = {"n_users": 30, "n_items": 40, "n_clusters": 4, "n_noise_entities": 10}
+    full = load_data(Config("KGAT", "planted-kg", config_dict={"planted_kg": small}))
+    none = load_data(Config("KGAT", "planted-kg", config_dict={"planted_kg": small, "use_kg": False}))
+    assert len(full.kg) > 0 and len(none.kg) == 0
+    assert np.array_equal(full.train, none.train)
