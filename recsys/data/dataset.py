@@ -10,6 +10,7 @@ Index spaces (all contiguous, starting at 0):
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,10 +125,7 @@ class RecDataset:
             degree = np.bincount(np.concatenate([kg[:, 0], kg[:, 2]]), minlength=self.n_entities)
             ok = lambda e: (e < self.n_items) | (degree[e] >= min_degree)
             kg = kg[ok(kg[:, 0]) & ok(kg[:, 2])]
-        if kg is self.kg:
-            return self
-        import dataclasses
-        return dataclasses.replace(self, kg=kg.copy())
+        return self if kg is self.kg else dataclasses.replace(self, kg=kg.copy())
 
     def stats(self) -> dict[str, Any]:
         n_inter = len(self.train) + len(self.valid) + len(self.test)

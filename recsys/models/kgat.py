@@ -56,7 +56,8 @@ class KGAT(RecModel):
 
     Args (config keys): ``embedding_size`` 64, ``kg_embedding_size`` 64, ``layers`` [64, 32, 16],
     ``aggregator`` bi, ``mess_dropout`` [0.1, 0.1, 0.1], ``reg_weight`` [1e-5, 1e-5], ``kg_batch_size`` 0
-    (official rule), ``attention_mode`` fixed, ``use_attention`` true, ``use_kge`` true, ``negative_slope`` 0.2, ``pretrain`` null.
+    (official rule), ``attention_mode`` fixed, ``use_attention`` true, ``use_kge`` true, ``negative_slope`` 0.2,
+    ``pretrain`` null.
 
     Shapes: node embeddings (n_entities + n_users, d); readout (n, d + sum(layers)).
     """
