@@ -38,3 +38,21 @@ def test_trainer_applies_the_config_keys():
     none = load_data(Config("KGAT", "planted-kg", config_dict={"planted_kg": small, "use_kg": False}))
     assert len(full.kg) > 0 and len(none.kg) == 0
     assert np.array_equal(full.train, none.train)
+
+
+@pytest.mark.parametrize("model", ["CKE", "KGAT"])
+def test_kg_models_train_an_epoch_without_a_kg(model, tmp_path):
+    from graphattn.config import Config
+    from graphattn.train import RunDir
+    from recsys.trainer import fit
+    small = {"layers": [8], "mess_dropout": [0.1]} if model == "KGAT" else {}
+    cfg = Config(model, "planted-kg", config_dict={
+        "planted_kg": {"n_users": 30, "n_items": 40, "n_clusters": 4, "n_noise_entities": 10}, "use_kg": False,
+        "embedding_size": 8, "kg_embedding_size": 8, "epochs": 1, "eval_step": 1, "show_progress": False,
+        "checkpoint_dir": str(tmp_path), "log_level": "WARNING", **small})
+    run = RunDir.create(cfg)
+    try:
+        test, _, data = fit(cfg, run)
+    finally:
+        run.close()
+    assert len(data.kg) == 0 and np.isfinite(test["recall@20"])
