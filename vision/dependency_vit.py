@@ -117,6 +117,7 @@ class GatedValueMessage(Message):
         hidden = max(1, dim // 2)
         self.controller = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, 1))
         self._prior: Tensor | None = None
+        self._gates: tuple[Tensor, Tensor] | None = None
 
     def reset_parameters(self) -> None:
         for m in (self.v, self.selector, self.controller[0], self.controller[2]):
@@ -129,17 +130,18 @@ class GatedValueMessage(Message):
         return p, g
 
     @contextlib.contextmanager
-    def prior(self, m_prev: Tensor | None) -> Iterator[None]:
-        """Multiply the controller by ``m_prev`` (B, N) for the calls inside the block."""
-        old, self._prior = self._prior, m_prev
+    def prior(self, m_prev: Tensor | None, gates: tuple[Tensor, Tensor] | None = None) -> Iterator[None]:
+        """Multiply the controller by ``m_prev`` (B, N) for the calls inside the block; ``gates`` (``p``, ``g``
+        already computed by :meth:`gates` from the same sender features) are reused instead of recomputed."""
+        old, self._prior, self._gates = (self._prior, self._gates), m_prev, gates
         try:
             yield
         finally:
-            self._prior = old
+            self._prior, self._gates = old
 
     def project(self, x_src: Tensor) -> Tensor:
         v = self.v(x_src).unflatten(-1, (self.heads, self.value_dim))        # (B, N, H, Dv)
-        p, g = self.gates(x_src)
+        p, g = self._gates if self._gates is not None else self.gates(x_src)
         m = g if self._prior is None else g * self._prior
         return v * (p * m.unsqueeze(-1)).unsqueeze(-1)
 
@@ -182,7 +184,7 @@ class DependencyBlock(nn.Module):
             assert self.message is not None
             p, g = self.message.gates(h)                                       # (B, N, H), (B, N)
             m = g * m_prev if self.cumulative else g
-            with self.message.prior(m_prev if self.cumulative else None):
+            with self.message.prior(m_prev if self.cumulative else None, gates=(p, g)):
                 y, weights = self.attn(h, return_attention=True)
             a_f = weights.weights                                              # (B, H, N recv, N send), A_F^T
             attn = a_f * (p.transpose(1, 2) * m.unsqueeze(1)).unsqueeze(2)      # gate sender columns -> A_R

@@ -245,3 +245,20 @@ def test_sincos_position_embedding_by_hand_and_as_a_buffer():
     torch.testing.assert_close(model.pos_embed, sincos_position_embedding(4, 16))
     with pytest.raises(ValueError, match="pos_embed"):
         _tiny_model(pos_embed="rope")
+
+
+def test_block_reuses_its_gates_with_the_same_result_as_recomputing_them():
+    """attend() hands the gates it computed to the message; outputs and gradients equal the recomputing path."""
+    torch.manual_seed(0)
+    block = DependencyBlock(8, heads=2, tau=0.3, reversed_attention=True, cumulative=True).double()
+    x = torch.randn(2, 5, 8, dtype=torch.float64, requires_grad=True)
+    m_prev = torch.rand(2, 5, dtype=torch.float64)
+    y, _, _ = block.attend(x, m_prev)
+    grads = torch.autograd.grad(y.square().sum(), [x, *block.parameters()], allow_unused=True)
+    h = block.norm1(x)
+    with block.message.prior(m_prev):                     # no gates passed: project() recomputes them
+        ref = x + block.gamma1 * block.attn(h)
+    ref_grads = torch.autograd.grad(ref.square().sum(), [x, *block.parameters()], allow_unused=True)
+    assert torch.allclose(y, ref, atol=1e-12)
+    for a, b in zip(grads, ref_grads):
+        assert (a is None and b is None) or torch.allclose(a, b, atol=1e-10)
