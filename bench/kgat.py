@@ -168,8 +168,8 @@ def ours_epoch(config, data, batches: int | None, device: str = "cpu") -> dict:
     samplers = model.samplers(config, data, 0)
     opts = model.optimizers(config)
     model.train()
-    out = {}
-    for phase in ("cf", "kg"):
+    out = {"kg": 0.0, "n_kg_batches": 0}                # stays so with use_kge=false (no KG phase)
+    for phase in model.phases:
         s = samplers[phase]
         run = len(s) if batches is None else min(batches, len(s))
         _sync(device)

@@ -214,6 +214,8 @@ class KGAT(RecModel):
 
     def samplers(self, config, data, seed):
         cf = BPRSampler(data.train, data.n_items, config["train_batch_size"], seed)
+        if "kg" not in self.phases:
+            return {"cf": cf}
         heads, rels, tails = self.edge_index[1].cpu().numpy(), self.edge_type.cpu().numpy(), self.edge_index[0].cpu().numpy()
         n_kg = len(data.kg) or len(heads)        # official rule on the KG triples; an empty KG falls back to the CKG's
         bs = config["kg_batch_size"] or max(1, n_kg // max(1, len(data.train) // config["train_batch_size"]))
@@ -223,7 +225,7 @@ class KGAT(RecModel):
     def optimizers(self, config):
         # two Adam optimizers with their own state, as the official code's opt / opt2
         lr = config["learning_rate"]
-        return {"cf": adam(self.parameters(), lr), "kg": adam(self.parameters(), lr)}
+        return {phase: adam(self.parameters(), lr) for phase in self.phases}
 
     def cf_loss(self, users, pos, neg):
         u, i, j = self.propagate(torch.cat([self.user_nodes(users), pos, neg])).chunk(3)
