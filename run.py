@@ -19,7 +19,7 @@ import sequence  # noqa: F401  (registers the sequence task and its models)
 import vision  # noqa: F401  (registers the vision task and its models)
 from graphattn.config import Config, parse_cli_overrides
 from graphattn.registry import get_dataset, get_model, get_task, list_datasets, list_models, list_tasks
-from graphattn.train import RunDir, format_metrics_table, resolve_device, seed_everything
+from graphattn.training import RunDir, Trainer, format_metrics_table, resolve_device, seed_everything
 
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError)
 
@@ -96,15 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(exc)
 
     try:
-        final = task.trainer(config, run)
-        if not isinstance(final, dict):
-            raise TypeError(f"trainer of task '{task.name}' returned {type(final).__name__}, expected a dict of metrics")
-        if not run.history["test"] and final:
-            run.log_test(final)
-        run.plot_curves()
+        final = Trainer.from_config(config, run).fit()
     except KeyboardInterrupt:
-        run.logger.warning("interrupted; continue with --resume=%s", run.path)
-        return 130
+        return 130  # the Trainer has logged where the run stopped and how to resume it
     except Exception as exc:
         run.logger.error("run failed: %s: %s", type(exc).__name__, exc)
         raise

@@ -34,7 +34,7 @@ import vision  # noqa: E402,F401
 from vision import dependency_vit  # noqa: E402,F401  (registers DependencyViT)
 from graphattn.config import Config, parse_cli_overrides  # noqa: E402
 from graphattn.io import atomic_write_text  # noqa: E402
-from graphattn.train import RunDir, load_checkpoint, resolve_device  # noqa: E402
+from graphattn.training import RunDir, load_checkpoint, resolve_device  # noqa: E402
 from vision.trainer import build_data, build_model, evaluate, train  # noqa: E402
 
 

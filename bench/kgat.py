@@ -246,7 +246,7 @@ def main() -> None:
         print(json.dumps(case(args.case[0], args.case[1], args.batches, args.device, overrides)))
         return
     import torch
-    from graphattn.train import resolve_device
+    from graphattn.training import resolve_device
     resolve_device(args.device)                    # a clear error if the device is not here
     where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else f"{torch.get_num_threads()} threads"
     print(f"torch {torch.__version__}, {args.device} ({where}), scale {args.scale}"

@@ -48,7 +48,7 @@ from vision import dependency_vit  # noqa: E402,F401
 from vision.datasets import parts as _parts  # noqa: E402,F401
 from graphattn.config import Config, parse_cli_overrides  # noqa: E402
 from graphattn.io import atomic_write_text, save_figure  # noqa: E402
-from graphattn.train import RunDir, load_checkpoint, resolve_device  # noqa: E402
+from graphattn.training import RunDir, load_checkpoint, resolve_device  # noqa: E402
 from vision.graphs.parent_tree import ancestors, build_tree, dependency_mask, groups_at_depth, patch_majority_labels  # noqa: E402
 from vision.trainer import build_data, build_model, train  # noqa: E402
 

@@ -34,7 +34,7 @@ from graphattn.io import atomic_write_text, save_figure  # noqa: E402
 
 import recsys.sequential  # noqa: E402,F401  (registers the task, models and datasets)
 from graphattn.config import Config, parse_cli_overrides  # noqa: E402
-from graphattn.train import resolve_device, seed_everything  # noqa: E402
+from graphattn.training import resolve_device, seed_everything  # noqa: E402
 from recsys.sequential.trainer import build_model, evaluate, fit, load_data  # noqa: E402
 
 MODELS = ("IDNP", "SASRec", "GRU4Rec")

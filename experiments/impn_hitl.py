@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import vision  # noqa: E402,F401
 from graphattn.config import Config  # noqa: E402
-from graphattn.train import seed_everything  # noqa: E402
+from graphattn.training import seed_everything  # noqa: E402
 from vision.base import VisionData  # noqa: E402
 from vision.datasets.gaze_objects import FrameDataset, make_frames  # noqa: E402
 from vision.graphs.object_graph import collate_frames  # noqa: E402

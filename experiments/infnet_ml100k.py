@@ -23,7 +23,7 @@ import torch  # noqa: E402
 
 import recsys.multitask  # noqa: E402,F401
 from graphattn.config import Config  # noqa: E402
-from graphattn.train import RunDir, seed_everything  # noqa: E402
+from graphattn.training import RunDir, seed_everything  # noqa: E402
 from recsys.multitask.trainer import train_multitask  # noqa: E402
 
 

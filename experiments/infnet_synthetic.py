@@ -35,7 +35,7 @@ import recsys.multitask  # noqa: E402,F401  (registers the task and models)
 from graphattn.config import Config  # noqa: E402
 from graphattn.io import save_figure  # noqa: E402
 from graphattn.registry import get_model  # noqa: E402
-from graphattn.train import seed_everything  # noqa: E402
+from graphattn.training import seed_everything  # noqa: E402
 from recsys.multitask.data import synthetic_three_task  # noqa: E402
 from recsys.multitask.metrics import auc  # noqa: E402
 from recsys.multitask.trainer import evaluate, fit  # noqa: E402

@@ -40,7 +40,7 @@ import vision.ista_net  # noqa: E402,F401
 import vision.late_fusion_skeleton  # noqa: E402,F401
 from graphattn.config import Config, parse_cli_overrides  # noqa: E402
 from graphattn.registry import get_model  # noqa: E402
-from graphattn.train import progress, seed_everything  # noqa: E402
+from graphattn.training import progress, seed_everything  # noqa: E402
 from vision.base import VisionData  # noqa: E402
 from vision.datasets.skeleton import (INTERACTION_CLASSES, SkeletonDataset, _meta,  # noqa: E402
                                       make_interactions, relational_classes, swap_entities)

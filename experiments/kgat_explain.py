@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 import recsys  # noqa: E402,F401  (registers the recsys task, models and datasets)
 from graphattn.config import Config  # noqa: E402
-from graphattn.train import RunDir, seed_everything  # noqa: E402
+from graphattn.training import RunDir, seed_everything  # noqa: E402
 from recsys.data.synthetic import item_clusters  # noqa: E402
 from recsys.explain import PathExplainer, format_paths, plot_paths  # noqa: E402
 from recsys.export import embeddings, load_run  # noqa: E402

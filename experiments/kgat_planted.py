@@ -31,7 +31,7 @@ from graphattn.io import atomic_write_text  # noqa: E402
 
 import recsys  # noqa: E402,F401
 from graphattn.config import Config, parse_cli_overrides  # noqa: E402
-from graphattn.train import RunDir, seed_everything  # noqa: E402
+from graphattn.training import RunDir, seed_everything  # noqa: E402
 from recsys.data.synthetic import planted_attention  # noqa: E402
 from recsys.explain import path_weights  # noqa: E402
 from recsys.trainer import fit  # noqa: E402

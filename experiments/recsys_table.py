@@ -27,7 +27,7 @@ from graphattn.io import atomic_write_text  # noqa: E402
 
 import recsys  # noqa: E402,F401
 from graphattn.config import Config, parse_cli_overrides  # noqa: E402
-from graphattn.train import RunDir, seed_everything  # noqa: E402
+from graphattn.training import RunDir, seed_everything  # noqa: E402
 from recsys.trainer import fit  # noqa: E402
 
 COLUMNS = ["recall@20", "ndcg@20", "ndcg_kgat@20", "hit@20", "recall@10", "ndcg@10"]

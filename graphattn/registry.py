@@ -36,10 +36,10 @@ __all__ = [
 
 @dataclass(frozen=True)
 class TaskEntry:
-    """A domain: its trainer and where its YAML defaults live."""
+    """A domain: its :class:`graphattn.training.Task` class and where its YAML defaults live."""
 
     name: str
-    trainer: Callable[..., dict]
+    task: type
     overall: Path
     model_dir: Path
     dataset_dir: Path | None = None
@@ -50,8 +50,8 @@ class TaskEntry:
 class DatasetEntry:
     """A dataset name (or, with ``is_path=True``, a directory given by the user) and its loader.
 
-    For a directory path ``name`` is the path as given and ``loader`` is ``None``: the task's trainer
-    reads the directory itself.
+    For a directory path ``name`` is the path as given and ``loader`` is ``None``: the task reads the
+    directory itself.
     """
 
     name: str
@@ -83,7 +83,7 @@ def _unknown(kind: str, name: str, available: list[str], extra: str = "") -> Val
 def register_task(
     name: str,
     *,
-    trainer: Callable[..., dict],
+    task: type,
     overall: Path | str,
     model_dir: Path | str,
     dataset_dir: Path | str | None = None,
@@ -93,7 +93,7 @@ def register_task(
 
     Args:
         name: task name, e.g. ``"recsys"``.
-        trainer: ``trainer(config, run_dir) -> dict`` of final (test) metrics.
+        task: the domain's :class:`graphattn.training.Task` subclass, built as ``task(config)``.
         overall: the task's ``overall.yaml`` (second config layer).
         model_dir: folder holding ``<Model>.yaml`` files (third layer).
         dataset_dir: folder holding ``<dataset>.yaml`` files (fourth layer), or ``None``.
@@ -101,11 +101,11 @@ def register_task(
     """
     if not isinstance(name, str) or not name:
         raise TypeError(f"task name must be a non-empty str, got {name!r}")
-    if not callable(trainer):
-        raise TypeError(f"trainer for task '{name}' must be callable, got {type(trainer).__name__}")
+    if not isinstance(task, type):
+        raise TypeError(f"task '{name}' must be registered with a Task class, got {type(task).__name__}")
     entry = TaskEntry(
         name=name,
-        trainer=trainer,
+        task=task,
         overall=Path(overall),
         model_dir=Path(model_dir),
         dataset_dir=None if dataset_dir is None else Path(dataset_dir),
@@ -113,7 +113,7 @@ def register_task(
     )
     old = _TASKS.get(name)
     if old is not None and old != entry:
-        raise ValueError(f"task '{name}' is already registered (trainer {old.trainer.__module__}.{old.trainer.__qualname__})")
+        raise ValueError(f"task '{name}' is already registered ({old.task.__module__}.{old.task.__qualname__})")
     _TASKS[name] = entry
 
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 from graphattn.registry import register_task
 
-from . import trainer as _trainer
 from .data.registry import register_all as _register_datasets
+from .task import RecTask
 
 _HERE = Path(__file__).resolve().parent
 
-register_task("recsys", trainer=_trainer.train, overall=_HERE / "overall.yaml", model_dir=_HERE / "model",
+register_task("recsys", task=RecTask, overall=_HERE / "overall.yaml", model_dir=_HERE / "model",
               dataset_dir=_HERE / "dataset", path_loader_ok=True)
 _register_datasets()
 

@@ -5,7 +5,7 @@
     rec = Recommender.from_run("saved/KGAT-planted-kg-20261129-193000", backend="faiss")
     items, scores = rec.recommend([0, 5], k=10)          # training items excluded
 
-A run folder is what ``run.py`` / :class:`graphattn.train.RunDir` writes: ``config.yaml`` (the merged config)
+A run folder is what ``run.py`` / :class:`graphattn.training.RunDir` writes: ``config.yaml`` (the merged config)
 and ``best.pt`` (``{"model": state_dict, ...}``). The dataset is rebuilt from the config (the loaders are
 deterministic), the model from the registry, and the weights read with ``weights_only=True``.
 """
@@ -19,7 +19,7 @@ import torch
 
 from graphattn.config import Config
 from graphattn.registry import get_model
-from graphattn.train import load_checkpoint
+from graphattn.training import load_checkpoint
 
 from .evaluation import Retriever
 
@@ -35,7 +35,7 @@ def load_run(run_folder: str | os.PathLike, checkpoint: str = "best.pt", device:
         device: where to put the model.
     """
     import recsys  # noqa: F401  (registers the recsys task, its models and datasets)
-    from .trainer import load_data
+    from .task import load_data
 
     folder = Path(run_folder)
     if not folder.is_dir():

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from graphattn.training.runtime import generator_state, set_generator_state
+
 
 class _PairSet:
     """Membership test for integer pairs through sorted 64-bit keys (no Python sets over millions of pairs)."""
@@ -75,6 +77,13 @@ class BPRSampler:
         for _ in range(len(self)):
             yield self.sample()
 
+    def state_dict(self) -> dict:
+        """The random generator's state (what a resumed run needs to draw the same batches)."""
+        return {"rng": generator_state(self.rng)}
+
+    def load_state_dict(self, state: dict) -> None:
+        set_generator_state(self.rng, state["rng"])
+
 
 class KGSampler:
     """Batches of ``(heads, relations, tails, corrupted tails)`` over a triple list.
@@ -113,3 +122,10 @@ class KGSampler:
     def __iter__(self):
         for _ in range(len(self)):
             yield self.sample()
+
+    def state_dict(self) -> dict:
+        """The random generator's state (what a resumed run needs to draw the same batches)."""
+        return {"rng": generator_state(self.rng)}
+
+    def load_state_dict(self, state: dict) -> None:
+        set_generator_state(self.rng, state["rng"])

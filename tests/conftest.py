@@ -23,12 +23,72 @@ def tmp_saved(tmp_path):
     return path
 
 
+def _toy_classes():
+    from torch import nn
+
+    from graphattn.training import SizedBatches, Task
+
+    class ToyModel(nn.Module):
+        """A linear regressor with dropout (so that resuming must restore the global generator)."""
+
+        def __init__(self, config, data):
+            super().__init__()
+            self.net = nn.Sequential(nn.Dropout(0.1), nn.Linear(4, 1))
+
+        def forward(self, x):
+            return self.net(x)
+
+    class ToyTask(Task):
+        """Regression of y = x @ w + noise; batches shuffled by a generator the task owns; judged by mse."""
+
+        batch_size = 8
+
+        def load_data(self, config):
+            g = torch.Generator().manual_seed(0)
+            x = torch.randn(96, 4, generator=g)
+            y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]]) + 0.1 * torch.randn(96, 1, generator=g)
+            return {"train": (x[:64], y[:64]), "valid": (x[64:80], y[64:80]), "test": (x[80:], y[80:])}
+
+        def __init__(self, config, data=None):
+            super().__init__(config, data)
+            self.generator = torch.Generator().manual_seed(int(config["seed"]))
+
+        metric = "mse"
+        mode = "min"
+
+        def metric_names(self):
+            return ["mse", "mae"]
+
+        def batches(self, phase):
+            x, y = self.data["train"]
+            order = torch.randperm(len(x), generator=self.generator)
+            chunks = [order[i:i + self.batch_size] for i in range(0, len(x), self.batch_size)]
+            return SizedBatches(((x[c], y[c]) for c in chunks), len(chunks))
+
+        def loss(self, model, batch, phase):
+            x, y = batch
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            return loss, {"rmse": loss.sqrt().item()}
+
+        def evaluate(self, model, split):
+            x, y = self.data[split]
+            err = model(x.to(self.device)).cpu() - y
+            return {"mse": err.pow(2).mean().item(), "mae": err.abs().mean().item()}
+
+        def state_dict(self):
+            return {"generator": self.generator.get_state()}
+
+        def load_state_dict(self, state):
+            self.generator.set_state(state["generator"])
+
+    return ToyModel, ToyTask
+
+
 @pytest.fixture
 def toy_task(tmp_path):
-    """A throw-away task, model and dataset with their YAML layers in tmp_path.
-
-    Registrations vanish after the test. ``trainer`` may be replaced before the first use:
-    ``toy_task.set_trainer(fn)``.
+    """A throw-away regression task (a real :class:`graphattn.training.Task`), model and dataset, with their
+    YAML layers in tmp_path. Registrations vanish after the test; ``calls`` lists the configs the task was
+    built with; ``task_cls`` / ``model_cls`` are the classes.
     """
     from graphattn import registry
 
@@ -50,26 +110,23 @@ def toy_task(tmp_path):
     (root / "model" / f"{ns.model}.yaml").write_text("level: model\nhidden_size: 16\n")
     (root / "dataset" / f"{ns.dataset}.yaml").write_text("level: dataset\n")
     ns.calls = []
+    model_cls, base_task = _toy_classes()
 
-    def trainer(config, run):
-        ns.calls.append((config, run))
-        return {"recall@10": 0.5}
+    class Recorded(base_task):
+        def __init__(self, config, data=None):
+            ns.calls.append(config)
+            super().__init__(config, data)
 
-    ns.trainer = trainer
-
-    def set_trainer(fn):
-        ns.trainer = fn
-
-    ns.set_trainer = set_trainer
+    ns.task_cls = Recorded
     with registry._scratch():
         registry.register_task(
             ns.task,
-            trainer=lambda config, run: ns.trainer(config, run),
+            task=Recorded,
             overall=ns.overall,
             model_dir=root / "model",
             dataset_dir=root / "dataset",
             path_loader_ok=True,
         )
-        ns.model_cls = registry.register_model(ns.model, ns.task)(type(ns.model, (), {}))
+        ns.model_cls = registry.register_model(ns.model, ns.task)(type(ns.model, (model_cls,), {}))
         registry.register_dataset(ns.dataset, task=ns.task, loader=lambda config: None, description="toy data")
         yield ns

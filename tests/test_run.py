@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import run
-from graphattn.train import EarlyStopping, load_checkpoint, progress
+from graphattn.training import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,35 +89,7 @@ def test_bad_config_file_is_one_line_exit_2(toy_task, tmp_path, capsys):
     assert f"{bad}: invalid YAML" in _one_error_line(capsys.readouterr().err)
 
 
-def _toy_trainer(config, rundir):
-    """A real (tiny) training loop built from the shared pieces, as a domain trainer would be."""
-    torch.manual_seed(config["seed"])
-    model = torch.nn.Linear(4, 1)
-    opt = torch.optim.SGD(model.parameters(), lr=config["learning_rate"])
-    x, y = torch.randn(32, 4), torch.randn(32, 1)
-    stopper = EarlyStopping(config["stopping_step"], mode="min")
-    start = 1
-    if config["resume"]:
-        state = load_checkpoint(rundir.path / "last.pt")
-        model.load_state_dict(state["model"])
-        start = state["epoch"] + 1
-    for epoch in range(start, config["epochs"] + 1):
-        for _ in progress(range(2), f"epoch {epoch}", enabled=config["show_progress"]):
-            loss = torch.nn.functional.mse_loss(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        rundir.log_train(epoch, loss=loss.item())
-        valid = torch.nn.functional.mse_loss(model(x), y).item()
-        rundir.log_metrics(epoch, "valid", {"mse": valid})
-        rundir.save_checkpoint({"model": model.state_dict(), "epoch": epoch})
-        if stopper.step(valid):
-            rundir.save_checkpoint({"model": model.state_dict(), "epoch": epoch}, name="best.pt")
-    return {"mse": valid, "recall@10": 0.5, "recall@20": 0.75}
-
-
-def test_main_runs_the_task_trainer_end_to_end(toy_task, tmp_saved, tmp_path, capsys):
-    toy_task.set_trainer(_toy_trainer)
+def test_main_trains_the_task_end_to_end(toy_task, tmp_saved, tmp_path, capsys):
     extra = tmp_path / "extra.yaml"
     extra.write_text("epochs: 3\n")
     argv = ["--model", toy_task.model, "--dataset", toy_task.dataset, "--config_files", str(extra),
@@ -129,12 +101,13 @@ def test_main_runs_the_task_trainer_end_to_end(toy_task, tmp_saved, tmp_path, ca
     folder = Path(lines[-1].removeprefix("Run folder: "))
     assert folder.parent == tmp_saved and folder.is_dir()
     assert "learning_rate: 0.05" in out and f"# from {extra}" in out  # merged config printed first
-    assert any(line.split()[:3] == ["recall", "0.5000", "0.7500"] for line in lines)  # final table
+    assert lines[-4].split() == ["metric", "value"] and lines[-3].split()[0] == "mae"  # final table
     names = {p.name for p in folder.iterdir()}
     assert {"config.yaml", "run.log", "metrics.json", "last.pt", "best.pt", "curves.png"} <= names
     metrics = json.loads((folder / "metrics.json").read_text())
     assert [row["epoch"] for row in metrics["train"]] == [1, 2, 3]
-    assert metrics["test"]["recall@10"] == 0.5  # run.py records the final metrics the trainer returned
+    assert set(metrics["test"]) == {"mse", "mae"}
+    assert metrics["evaluations"][-1]["mse"] < metrics["evaluations"][0]["mse"]
     assert load_checkpoint(folder / "last.pt")["epoch"] == 3
     saved = (folder / "config.yaml").read_text()
     assert "epochs: 3" in saved
@@ -156,12 +129,6 @@ def test_resume_from_missing_folder_is_one_line_exit_2(toy_task, tmp_saved, caps
             f"--resume={tmp_saved / 'gone'}"]
     assert run.main(argv) == 2
     assert "is not a run folder" in _one_error_line(capsys.readouterr().err)
-
-
-def test_trainer_must_return_metrics(toy_task, tmp_saved):
-    toy_task.set_trainer(lambda config, rundir: None)
-    with pytest.raises(TypeError, match="expected a dict of metrics"):
-        run.main(["--model", toy_task.model, "--dataset", toy_task.dataset, f"--checkpoint_dir={tmp_saved}"])
 
 
 def test_setup_declares_bounded_dependencies():

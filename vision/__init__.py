@@ -1,6 +1,6 @@
 """Vision and skeleton models built on graphattn's attention primitives.
 
-Importing this package registers the ``vision`` task (trainer :func:`vision.trainer.train`, defaults in
+Importing this package registers the ``vision`` task (:class:`vision.task.VisionTask`, defaults in
 ``vision/overall.yaml``, ``vision/model/<Model>.yaml`` and ``vision/dataset/<name>.yaml``) and every
 vision model and dataset below. How to add one: ``vision/CONTRACT.md``.
 """
@@ -8,13 +8,13 @@ vision model and dataset below. How to add one: ``vision/CONTRACT.md``.
 from pathlib import Path
 
 from graphattn.registry import register_task
-from vision import trainer as _trainer
+from vision.task import VisionTask
 
 _HERE = Path(__file__).resolve().parent
 
 register_task(
     "vision",
-    trainer=_trainer.train,
+    task=VisionTask,
     overall=_HERE / "overall.yaml",
     model_dir=_HERE / "model",
     dataset_dir=_HERE / "dataset",

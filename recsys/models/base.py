@@ -1,4 +1,4 @@
-"""What the recommendation trainer expects of a model.
+"""What the recommendation task (:class:`recsys.task.RecTask`) expects of a model.
 
 A model is built as ``Model(config, data)`` from the merged config and a :class:`recsys.data.RecDataset`.
 Training runs the phases the model lists (``"cf"`` always; ``"kg"`` for knowledge-graph models), each with
@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from graphattn.training import build_optimizer
 
 from ..sampler import BPRSampler, KGSampler
 
@@ -47,7 +49,8 @@ class RecModel(nn.Module):
         return {"cf": BPRSampler(data.train, data.n_items, config["train_batch_size"], seed)}
 
     def optimizers(self, config: Mapping) -> dict[str, torch.optim.Optimizer]:
-        opt = adam(self.parameters(), config["learning_rate"], config["weight_decay"])
+        """One optimiser (the ``optimizer`` key) shared by every phase."""
+        opt = build_optimizer(config, self.parameters())
         return {phase: opt for phase in self.phases}
 
     def training_step(self, phase: str, batch) -> tuple[Tensor, dict[str, float]]:
@@ -71,16 +74,6 @@ class RecModel(nn.Module):
         """Scores of given (user, item) pairs; equal to the matching entries of the full-sort scores."""
         u, i = self.full_sort_embeddings()
         return (u[users] * i[items]).sum(-1)
-
-
-def adam(params, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
-    """Adam with the fused kernel where this torch has it (on CPU it is several times faster than the default
-    for-loop implementation over large embedding tables); the update rule is the same."""
-    params = list(params)
-    try:
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
 def as_long(x: np.ndarray | Tensor, device) -> Tensor:

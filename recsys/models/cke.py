@@ -26,6 +26,13 @@ class _Joint:
         for _ in range(len(self)):
             yield self.cf.sample(), self.kg.sample()
 
+    def state_dict(self) -> dict:
+        return {"cf": self.cf.state_dict(), "kg": self.kg.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.cf.load_state_dict(state["cf"])
+        self.kg.load_state_dict(state["kg"])
+
 
 
 

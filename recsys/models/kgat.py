@@ -10,9 +10,10 @@ from graphattn.attention import GraphAttention, RelationalScore
 from graphattn.graphs import collaborative_kg
 from graphattn.ops import FixedAdjacency, dropout, receptive_fields, typed_linear
 from graphattn.registry import register_model
+from graphattn.training import build_optimizer
 
 from ..sampler import BPRSampler, KGSampler
-from .base import RecModel, adam, bpr_loss, l2_half
+from .base import RecModel, bpr_loss, l2_half
 
 
 @register_model("KGAT", task="recsys")
@@ -115,7 +116,7 @@ class KGAT(RecModel):
         ``path`` is a BPRMF run folder (its ``best.pt``) or checkpoint file; the other entities keep their
         Xavier initialisation, as in the official code (``entity_embed = [pretrained items; xavier others]``).
         """
-        from graphattn.train import find_checkpoint, load_checkpoint
+        from graphattn.training import find_checkpoint, load_checkpoint
         file = find_checkpoint(path, "best.pt")
         state = load_checkpoint(file).get("model", {})
         d = self.embedding.weight.shape[1]
@@ -224,8 +225,8 @@ class KGAT(RecModel):
 
     def optimizers(self, config):
         # two Adam optimizers with their own state, as the official code's opt / opt2
-        lr = config["learning_rate"]
-        return {phase: adam(self.parameters(), lr) for phase in self.phases}
+        # (the official code's optimisers have no weight decay: regularisation is in the losses)
+        return {phase: build_optimizer(config, self.parameters(), weight_decay=0.0) for phase in self.phases}
 
     def cf_loss(self, users, pos, neg):
         u, i, j = self.propagate(torch.cat([self.user_nodes(users), pos, neg])).chunk(3)

@@ -12,11 +12,11 @@ from graphattn.registry import register_dataset, register_task
 from . import infnet, mmoe, shared_bottom  # noqa: F401  (register the models)
 from .data import (load_kuairand_config, load_ml100k_mtl_config, load_qb_video_config,
                    load_synthetic_config)
-from .trainer import train_multitask
+from .task import MultiTaskTask
 
 _HERE = Path(__file__).resolve().parent
 
-register_task("multitask", trainer=train_multitask, overall=_HERE / "overall.yaml", model_dir=_HERE / "model",
+register_task("multitask", task=MultiTaskTask, overall=_HERE / "overall.yaml", model_dir=_HERE / "model",
               dataset_dir=_HERE / "dataset", path_loader_ok=True)
 register_dataset("ml-100k-mtl", task="multitask", loader=load_ml100k_mtl_config,
                  description="ml-100k impressions (ratings + sampled negatives), tasks watch/like/dislike")

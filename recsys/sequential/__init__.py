@@ -11,12 +11,12 @@ from graphattn.registry import register_task
 
 from . import gru4rec, idnp, sasrec  # noqa: F401  (register the models)
 from .data import SeqData, register_datasets
-from .trainer import train_sequential
+from .task import SequentialTask
 
 _HERE = Path(__file__).resolve().parent
 
-register_task("sequential", trainer=train_sequential, overall=_HERE / "overall.yaml", model_dir=_HERE / "model",
+register_task("sequential", task=SequentialTask, overall=_HERE / "overall.yaml", model_dir=_HERE / "model",
               dataset_dir=_HERE / "dataset")
 register_datasets()
 
-__all__ = ["SeqData", "train_sequential"]
+__all__ = ["SeqData", "SequentialTask"]

@@ -10,7 +10,7 @@ def scratch():
 
 
 def _task(name, tmp_path, path_loader_ok=False):
-    registry.register_task(name, trainer=lambda c, r: {}, overall=tmp_path / "o.yaml", model_dir=tmp_path, path_loader_ok=path_loader_ok)
+    registry.register_task(name, task=type("T", (), {}), overall=tmp_path / "o.yaml", model_dir=tmp_path, path_loader_ok=path_loader_ok)
 
 
 def test_register_model_sets_attributes_and_lists_by_task(tmp_path):
@@ -106,19 +106,19 @@ def test_unknown_dataset_and_directory_paths(tmp_path):
 
 
 def test_tasks_register_and_duplicate(tmp_path):
-    def trainer(config, run):
-        return {}
+    class DupTask:
+        pass
 
-    registry.register_task("t_dup", trainer=trainer, overall=tmp_path / "o.yaml", model_dir=tmp_path)
-    registry.register_task("t_dup", trainer=trainer, overall=tmp_path / "o.yaml", model_dir=tmp_path)  # identical
-    assert registry.get_task("t_dup").trainer is trainer
+    registry.register_task("t_dup", task=DupTask, overall=tmp_path / "o.yaml", model_dir=tmp_path)
+    registry.register_task("t_dup", task=DupTask, overall=tmp_path / "o.yaml", model_dir=tmp_path)  # identical
+    assert registry.get_task("t_dup").task is DupTask
     assert "t_dup" in registry.list_tasks()
     with pytest.raises(ValueError, match="task 't_dup' is already registered"):
-        registry.register_task("t_dup", trainer=lambda c, r: {}, overall=tmp_path / "o.yaml", model_dir=tmp_path)
+        registry.register_task("t_dup", task=type("T", (), {}), overall=tmp_path / "o.yaml", model_dir=tmp_path)
     with pytest.raises(ValueError, match="Unknown task 't_dupe'. Did you mean: t_dup?"):
         registry.get_task("t_dupe")
-    with pytest.raises(TypeError, match="must be callable"):
-        registry.register_task("t_bad", trainer=None, overall=tmp_path, model_dir=tmp_path)
+    with pytest.raises(TypeError, match="Task class"):
+        registry.register_task("t_bad", task=None, overall=tmp_path, model_dir=tmp_path)
 
 
 def test_scratch_forgets_registrations():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from graphattn.config import Config, load_yaml
-from graphattn.train import (
+from graphattn.training import (
     EarlyStopping,
     RunDir,
     capture_rng_state,

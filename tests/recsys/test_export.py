@@ -6,10 +6,10 @@ import torch
 import recsys  # noqa: F401  (registers the recsys task, models and datasets)
 from graphattn.config import Config
 from graphattn.registry import get_model
-from graphattn.train import RunDir
+from graphattn.training import RunDir
 from recsys.evaluation import Retriever
 from recsys.export import Recommender, export_index, load_run
-from recsys.trainer import load_data
+from recsys.task import load_data
 
 SMALL = {"planted_kg": {"n_users": 30, "n_items": 50, "n_clusters": 4, "n_noise_entities": 10, "seed": 5},
          "embedding_size": 8, "show_progress": False, "log_level": "WARNING"}

@@ -32,7 +32,7 @@ def test_use_kg_false_drops_every_triple_and_keeps_ids():
 
 def test_trainer_applies_the_config_keys():
     from graphattn.config import Config
-    from recsys.trainer import load_data
+    from recsys.task import load_data
     small = {"n_users": 30, "n_items": 40, "n_clusters": 4, "n_noise_entities": 10}
     full = load_data(Config("KGAT", "planted-kg", config_dict={"planted_kg": small}))
     none = load_data(Config("KGAT", "planted-kg", config_dict={"planted_kg": small, "use_kg": False}))
@@ -43,8 +43,7 @@ def test_trainer_applies_the_config_keys():
 @pytest.mark.parametrize("model", ["CKE", "KGAT"])
 def test_kg_models_train_an_epoch_without_a_kg(model, tmp_path):
     from graphattn.config import Config
-    from graphattn.train import RunDir
-    from recsys.trainer import fit
+    from graphattn.training import RunDir, Trainer
     small = {"layers": [8], "mess_dropout": [0.1]} if model == "KGAT" else {}
     cfg = Config(model, "planted-kg", config_dict={
         "planted_kg": {"n_users": 30, "n_items": 40, "n_clusters": 4, "n_noise_entities": 10}, "use_kg": False,
@@ -52,7 +51,8 @@ def test_kg_models_train_an_epoch_without_a_kg(model, tmp_path):
         "checkpoint_dir": str(tmp_path), "log_level": "WARNING", **small})
     run = RunDir.create(cfg)
     try:
-        test, _, data = fit(cfg, run)
+        trainer = Trainer.from_config(cfg, run)
+        test, data = trainer.fit(), trainer.task.data
     finally:
         run.close()
     assert len(data.kg) == 0 and np.isfinite(test["recall@20"])

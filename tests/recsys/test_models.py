@@ -11,7 +11,7 @@ from recsys.sampler import BPRSampler, KGSampler
 BASE = {"embedding_size": 16, "kg_embedding_size": 8, "layers": [16, 8], "aggregator": "bi",
         "mess_dropout": [0.1, 0.1], "reg_weight": [1e-5, 1e-5], "negative_slope": 0.2,
         "attention_mode": "fixed", "use_attention": True, "use_kge": True, "learning_rate": 1e-3, "weight_decay": 0.0,
-        "train_batch_size": 64, "kg_batch_size": 0}
+        "optimizer": "adam", "train_batch_size": 64, "kg_batch_size": 0}
 
 
 @pytest.fixture(scope="module")
@@ -116,12 +116,15 @@ def test_kgat_end_to_end_attention_gets_cf_gradient(data):
 
 def test_kgat_without_kge_has_no_kg_phase_and_leaves_relations_untrained(data):
     """use_kge: false (the paper's "w/o KGE"): only the CF phase runs; in fixed mode nothing trains W_r, e_r."""
-    from recsys.trainer import train_epoch
+    from graphattn.config import Config
+    from graphattn.training import Trainer
+    from recsys.task import RecTask
     torch.manual_seed(0)
-    model = get_model("KGAT")(config_for("KGAT", use_kge=False), data)
+    cfg = Config("KGAT", "planted-kg", config_dict={**config_for("KGAT", use_kge=False), "show_progress": False})
+    model = get_model("KGAT")(cfg, data)
     assert model.phases == ("cf",)
     before = model.score.W_r.detach().clone(), model.score.e_r.detach().clone(), model.embedding.weight.detach().clone()
-    logs = train_epoch(model, model.samplers(BASE, data, 0), model.optimizers(BASE), "cpu", False)
+    logs = Trainer(cfg, RecTask(cfg, data), model).train_epoch()
     assert not any(key.startswith("kg") or "transr" in key for key in logs), logs
     assert torch.equal(model.score.W_r, before[0]) and torch.equal(model.score.e_r, before[1])
     assert not torch.equal(model.embedding.weight, before[2])         # the CF phase did train
@@ -200,7 +203,7 @@ def test_kgat_batch_propagation_equals_full_propagation(data, aggregator, restri
 
 
 def test_kgat_pretrain_loads_bprmf_users_and_items(data, tmp_path):
-    from graphattn.train import load_checkpoint
+    from graphattn.training import load_checkpoint
     torch.manual_seed(0)
     mf = get_model("BPRMF")(config_for("BPRMF"), data)
     torch.save({"model": mf.state_dict(), "epoch": 1}, tmp_path / "best.pt")

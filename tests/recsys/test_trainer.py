@@ -24,14 +24,14 @@ def test_kgat_run_folder_and_resume(tmp_path, capsys):
     for name in ("config.yaml", "run.log", "metrics.json", "best.pt", "last.pt", "curves.png"):
         assert (folder / name).is_file(), name
     metrics = json.loads((folder / "metrics.json").read_text())
-    assert [e["epoch"] for e in metrics["evaluations"]] == [0, 1]
+    assert [e["epoch"] for e in metrics["evaluations"]] == [1, 2]
     assert "recall@20" in metrics["test"] and "ndcg_kgat@20" in metrics["test"]
     assert any("recall@20" in line for line in out)      # final metrics table printed
-    # resume: continues at epoch 2 in the same folder, keeping the history
+    # resume: continues at epoch 3 in the same folder, keeping the history
     _run(tmp_path, capsys, "--epochs=4", f"--resume={folder}")
     metrics = json.loads((folder / "metrics.json").read_text())
-    assert [e["epoch"] for e in metrics["evaluations"]] == [0, 1, 2, 3]
-    assert [t["epoch"] for t in metrics["train"]] == [0, 1, 2, 3]
+    assert [e["epoch"] for e in metrics["evaluations"]] == [1, 2, 3, 4]
+    assert [t["epoch"] for t in metrics["train"]] == [1, 2, 3, 4]
 
 
 @pytest.mark.parametrize("model", ["BPRMF", "CKE"])
@@ -50,8 +50,7 @@ def test_planted_knowledge_kgat_beats_bprmf():
     import torch
 
     from graphattn.config import Config
-    from graphattn.train import RunDir
-    from recsys.trainer import fit
+    from graphattn.training import RunDir, Trainer
 
     scores = {}
     for model in ("BPRMF", "KGAT"):
@@ -63,7 +62,7 @@ def test_planted_knowledge_kgat_beats_bprmf():
         np.random.seed(0)
         run = RunDir.create(cfg)
         try:
-            scores[model] = fit(cfg, run)[0]["recall@20"]
+            scores[model] = Trainer.from_config(cfg, run).fit()["recall@20"]
         finally:
             run.close()
     assert scores["KGAT"] > 1.3 * scores["BPRMF"], scores
@@ -79,10 +78,9 @@ def test_planted_knowledge_attention_learnt_from_cf_favours_the_informative_rela
     import torch
 
     from graphattn.config import Config
-    from graphattn.train import RunDir
+    from graphattn.training import RunDir, Trainer
     from recsys.data.synthetic import planted_attention
     from recsys.explain import path_weights
-    from recsys.trainer import fit
 
     cfg = Config("KGAT", "planted-kg", config_dict={
         "planted_kg": {"n_users": 240, "n_items": 480, "n_clusters": 12, "n_noise_entities": 120},
@@ -93,7 +91,9 @@ def test_planted_knowledge_attention_learnt_from_cf_favours_the_informative_rela
     np.random.seed(0)
     run = RunDir.create(cfg)
     try:
-        _, model, data = fit(cfg, run)
+        trainer = Trainer.from_config(cfg, run)
+        trainer.fit()
+        model, data = trainer.model, trainer.task.data
     finally:
         run.close()
     att = planted_attention(data, model.edge_index, model.edge_type, torch.from_numpy(path_weights(model)))

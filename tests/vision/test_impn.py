@@ -6,12 +6,13 @@ import torch
 import vision  # noqa: F401
 from graphattn import registry
 from graphattn.config import Config
-from graphattn.train import RunDir
+from graphattn.training import RunDir
 from vision.base import IGNORE_INDEX
 from vision.datasets.gaze_objects import AOI_LABELS, FrameDataset, make_frames, read_recording, write_recording
 from vision.graphs.object_graph import EDGE_DIM, collate_frames, fixated_box, frame_edges, relation_features
 from vision.impn import IMPN, frame_aoi
-from vision.trainer import build_data, train
+from graphattn.training import Trainer
+from vision.task import load_data as build_data
 
 
 def test_relation_features_by_hand_and_signed():
@@ -125,7 +126,7 @@ def test_trains_on_a_recording_through_the_trainer(tmp_path):
     config = Config("IMPN", "gaze_recording", config_dict={"recording_dir": str(tmp_path / "rec"), "epochs": 3, "show_progress": False,
                                                           "device": "cpu", "checkpoint_dir": str(tmp_path / "saved")})
     with RunDir.create(config) as run:
-        test = train(config, run)
+        test = Trainer.from_config(config, run).fit()
     assert 0.0 <= test["accuracy"] <= 1.0
     data = build_data(config)
     assert isinstance(data.train, FrameDataset) and len(data.train) + len(data.valid) + len(data.test) == 60

@@ -10,9 +10,9 @@ from torch import nn
 import vision  # noqa: F401  (registers the task and the digits dataset)
 from graphattn import registry
 from graphattn.config import Config
-from graphattn.train import RunDir, load_checkpoint
+from graphattn.training import RunDir, Trainer, load_checkpoint, lr_factor
 from vision.base import IGNORE_INDEX, VisionData, VisionModel, split_indices
-from vision.trainer import compute_metrics, lr_factor, train
+from vision.metrics import compute_metrics
 
 
 class _Probe(VisionModel):
@@ -42,7 +42,7 @@ def _config(model, tmp_saved, **kw):
 
 def _run(config):
     with RunDir.create(config) as run:
-        return train(config, run), run.path
+        return Trainer.from_config(config, run).fit(), run.path
 
 
 # --------------------------------------------------------------------------- metrics and schedule
@@ -140,7 +140,7 @@ def test_trains_digits_writes_run_files_and_resumes_exactly(probe, tmp_saved):
     _, part_path = _run(_config(probe, tmp_saved, epochs=1, scheduler="none"))
     config = _config(probe, tmp_saved, epochs=3, scheduler="none", resume=str(part_path))
     with RunDir.open(part_path, config) as run:
-        resumed = train(config, run)
+        resumed = Trainer.from_config(config, run).fit()
     assert resumed == straight
     a = load_checkpoint(straight_path / "last.pt")["model"]
     b = load_checkpoint(part_path / "last.pt")["model"]

@@ -39,7 +39,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from graphattn.registry import register_dataset
-from graphattn.train import progress
+from graphattn.training import progress
 from vision.base import VisionData
 from graphattn.io import atomic_write_text
 

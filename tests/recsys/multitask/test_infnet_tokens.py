@@ -7,7 +7,8 @@ from graphattn.config import Config
 from graphattn.interpret import capture_attention
 from graphattn.registry import get_model
 from recsys.multitask.data import synthetic_three_task
-from recsys.multitask.trainer import fit
+from graphattn.training import Trainer
+from recsys.multitask.task import MultiTaskTask
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +47,16 @@ def test_task_dependence_of_first_block_attention_grows_with_token_scale(data):
     assert spread[1.0] > 5 * spread[0.1]
 
 
-def test_fit_records_a_history_per_evaluation(data):
+def test_trainer_records_a_history_per_evaluation(data):
     cfg = Config("SharedBottom", "mtl-synthetic", config_dict={
         "embedding_size": 4, "bottom_hidden": [8], "tower_hidden": [4], "epochs": 3, "eval_step": 1,
         "stopping_step": 5, "show_progress": False})
     torch.manual_seed(0)
     model = get_model("SharedBottom")(cfg, data)
-    history: list[dict] = []
-    test = fit(model, data, cfg, history=history)
-    assert [h["epoch"] for h in history] == [0, 1, 2]
-    assert all(h["loss"] > 0 and 0.0 <= h["auc_overlap"] <= 1.0 for h in history)
+    trainer = Trainer(cfg, MultiTaskTask(cfg, data), model)
+    trainer.fit()
+    history, train = trainer.history["evaluations"], trainer.history["train"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert all(h["loss"] > 0 for h in train) and all(0.0 <= h["auc_overlap"] <= 1.0 for h in history)
     best = max(range(3), key=lambda i: history[i]["mean_auc"])
-    assert test["best_epoch"] == history[best]["epoch"]
+    assert trainer.best_epoch == history[best]["epoch"]

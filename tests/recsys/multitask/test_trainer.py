@@ -4,9 +4,8 @@ import pytest
 
 import recsys.multitask  # noqa: F401
 from graphattn.config import Config
-from graphattn.train import RunDir, load_checkpoint
+from graphattn.training import RunDir, Trainer, load_checkpoint
 from recsys.multitask.data import synthetic_three_task, write_multitask_csv
-from recsys.multitask.trainer import train_multitask
 
 
 @pytest.fixture
@@ -27,28 +26,28 @@ def _config(csv_dir, tmp_saved, **extra):
 def test_trainer_on_a_csv_folder_logs_checkpoints_and_resumes(csv_dir, tmp_saved):
     config = _config(csv_dir, tmp_saved, epochs=2)
     with RunDir.create(config) as run:
-        test = train_multitask(config, run)
+        test = Trainer.from_config(config, run).fit()
         path = run.path
     for t in ("cross", "overlap", "mixed"):
         assert 0.0 <= test[f"auc_{t}"] <= 1.0 and f"gauc_{t}" in test
     assert test["mean_auc"] == pytest.approx(sum(test[f"auc_{t}"] for t in ("cross", "overlap", "mixed")) / 3)
     history = json.loads((path / "metrics.json").read_text())
-    assert [r["epoch"] for r in history["train"]] == [0, 1]
+    assert [r["epoch"] for r in history["train"]] == [1, 2]
     assert history["test"]["mean_auc"] == pytest.approx(test["mean_auc"])
-    assert load_checkpoint(path / "last.pt")["epoch"] == 1
+    assert load_checkpoint(path / "last.pt")["epoch"] == 2
     assert (path / "best.pt").is_file()
-    # resume: one more epoch continues at epoch 2
-    config = _config(csv_dir, tmp_saved, epochs=3)
+    # resume: one more epoch continues at epoch 3
+    config = _config(csv_dir, tmp_saved, epochs=3, resume=str(path))
     with RunDir.open(path, config) as run:
-        train_multitask(config, run)
+        Trainer.from_config(config, run).fit()
     history = json.loads((path / "metrics.json").read_text())
-    assert [r["epoch"] for r in history["train"]] == [0, 1, 2]
+    assert [r["epoch"] for r in history["train"]] == [1, 2, 3]
 
 
 def test_unknown_valid_metric_is_rejected(csv_dir, tmp_saved):
     config = _config(csv_dir, tmp_saved, epochs=1, valid_metric="recall@20")
-    with RunDir.create(config) as run, pytest.raises(ValueError, match="valid_metric 'recall@20'"):
-        train_multitask(config, run)
+    with RunDir.create(config) as run, pytest.raises(ValueError, match="valid_metric: 'recall@20'"):
+        Trainer.from_config(config, run).fit()
 
 
 def test_yaml_layers():

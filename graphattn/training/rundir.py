@@ -1,6 +1,5 @@
-"""Training pieces every task shares: seeding, device, run folders, checkpoints, early stopping, progress.
+"""Run folders and checkpoints.
 
-Nothing here knows about a particular task or model; each domain's trainer puts these together.
 A run folder ``<checkpoint_dir>/<model>-<dataset>-<YYYYmmdd-HHMMSS>/`` holds:
 
 - ``config.yaml``  the merged config
@@ -8,118 +7,31 @@ A run folder ``<checkpoint_dir>/<model>-<dataset>-<YYYYmmdd-HHMMSS>/`` holds:
 - ``metrics.json`` ``{"train": [{"epoch", <losses>}], "evaluations": [{"epoch", "split", <metrics>}], "test": {...}}``
 - ``last.pt`` / ``best.pt`` checkpoints (plain dicts of tensors and numbers; read with ``weights_only=True``)
 - ``curves.png``   training losses and validation metrics against the epoch
+
+:class:`MemoryRun` records the same history without a folder (experiments that train many small models).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
-import random
 import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from graphattn.config import Config, load_yaml
 from graphattn.io import atomic_open, atomic_write_bytes, save_figure
 
-__all__ = [
-    "seed_everything",
-    "resolve_device",
-    "capture_rng_state",
-    "restore_rng_state",
-    "RunDir",
-    "load_checkpoint",
-    "find_checkpoint",
-    "EarlyStopping",
-    "progress",
-    "format_metrics_table",
-]
+from .report import AT_K
 
-T = TypeVar("T")
-
-
-# --------------------------------------------------------------------------- seeding and device
-
-
-def seed_everything(seed: int, reproducibility: bool = True) -> None:
-    """Seed python's ``random``, numpy and torch (all devices).
-
-    With ``reproducibility`` cuDNN picks deterministic kernels and stops autotuning; without it,
-    cuDNN autotunes (faster, not bit-reproducible).
-    """
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    torch.backends.cudnn.deterministic = bool(reproducibility)
-    torch.backends.cudnn.benchmark = not reproducibility
-
-
-def resolve_device(name: str | torch.device) -> torch.device:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cpu``, ``cuda``, ``cuda:N``, ``mps`` as given.
-
-    Asking for an accelerator that is not there is a ``ValueError`` rather than a later crash.
-    """
-    if isinstance(name, torch.device):
-        name = str(name)
-    if not isinstance(name, str):
-        raise TypeError(f"device must be a str such as 'auto', 'cpu' or 'cuda', got {type(name).__name__}")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"device: expected auto, cpu, cuda or cuda:N, got {name!r}") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device '{name}' requested but CUDA is not available here; use device: cpu or auto")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device '{name}' requested but only {torch.cuda.device_count()} CUDA device(s) exist")
-    elif device.type == "mps":
-        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-            raise ValueError(f"device '{name}' requested but MPS is not available here; use device: cpu or auto")
-    elif device.type != "cpu":
-        raise ValueError(f"device: expected auto, cpu, cuda, cuda:N or mps, got {name!r}")
-    return device
-
-
-def capture_rng_state() -> dict[str, Any]:
-    """Random generator states of python, numpy and torch, as tensors and numbers (checkpoint-safe)."""
-    py_version, py_state, py_gauss = random.getstate()
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
-    state: dict[str, Any] = {
-        "python": {"version": py_version, "state": torch.tensor(py_state, dtype=torch.int64), "gauss": py_gauss},
-        "numpy": {
-            "name": np_name,
-            "keys": torch.from_numpy(np_keys.astype(np.int64)),
-            "pos": int(np_pos),
-            "has_gauss": int(np_has_gauss),
-            "gauss": float(np_gauss),
-        },
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of :func:`capture_rng_state`."""
-    py = state["python"]
-    random.setstate((py["version"], tuple(int(x) for x in py["state"].tolist()), py["gauss"]))
-    nps = state["numpy"]
-    np.random.set_state((nps["name"], nps["keys"].numpy().astype(np.uint32), nps["pos"], nps["has_gauss"], nps["gauss"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+__all__ = ["RunDir", "MemoryRun", "load_checkpoint", "find_checkpoint"]
 
 
 # --------------------------------------------------------------------------- files
@@ -317,6 +229,14 @@ class RunDir:
             torch.save(state, fh)
         return path
 
+    def load(self, name: str = "last.pt") -> dict[str, Any]:
+        """Read back the checkpoint ``<run>/<name>`` (``weights_only=True``)."""
+        return load_checkpoint(self.path / name)
+
+    def has(self, name: str) -> bool:
+        """Whether checkpoint ``name`` exists."""
+        return (self.path / name).is_file()
+
     # ------------------------------------------------------------------ curves
 
     def plot_curves(self) -> Path:
@@ -332,7 +252,7 @@ class RunDir:
         # recall@10, recall@20 share the "recall" panel, one line per cut-off
         panels_of: dict[str, list[str]] = {}
         for key in metric_keys:
-            match = _AT_K.match(key)
+            match = AT_K.match(key)
             panels_of.setdefault(match["name"] if match else key, []).append(key)
         panels = 1 + len(panels_of)
         cols = min(panels, 3)
@@ -351,7 +271,7 @@ class RunDir:
         else:
             ax.text(0.5, 0.5, "no training losses logged", ha="center", va="center", transform=ax.transAxes)
         for ax, (name, keys) in zip(axes[1:], sorted(panels_of.items())):
-            for key in sorted(keys, key=lambda k: int(_AT_K.match(k)["k"]) if _AT_K.match(k) else 0):
+            for key in sorted(keys, key=lambda k: int(AT_K.match(k)["k"]) if AT_K.match(k) else 0):
                 pts = [(row["epoch"], row[key]) for row in evals if isinstance(row.get(key), (int, float))]
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=key)
             ax.set_title(f"{split} {keys[0] if len(keys) == 1 else name}")
@@ -389,123 +309,52 @@ def _fmt_number(value: Any) -> str:
     return str(value)
 
 
-# --------------------------------------------------------------------------- early stopping
+class MemoryRun(RunDir):
+    """A run without a folder: the same history, checkpoints kept in memory, nothing written.
 
-
-class EarlyStopping:
-    """Stop after ``patience`` consecutive evaluations without improvement.
-
-    Args:
-        patience: evaluations without improvement that are tolerated (``stopping_step``).
-        mode: ``"max"`` when larger is better (recall, accuracy), ``"min"`` for losses.
-
-    A NaN value never counts as an improvement.
+    For experiments that train many small models and read ``history`` afterwards. ``verbose`` sends the
+    run's log lines to the console (otherwise only warnings).
     """
 
-    def __init__(self, patience: int, mode: str = "max") -> None:
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise ValueError(f"patience (stopping_step) must be an int >= 1, got {patience!r}")
-        if mode not in ("max", "min"):
-            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
-        self.patience = patience
-        self.mode = mode
-        self.best: float | None = None
-        self.bad_steps = 0
-        self.steps = 0
-        self.best_step: int | None = None
+    def __init__(self, verbose: bool = False, name: str = "memory") -> None:
+        self.path = None
+        self.history = {"train": [], "evaluations": [], "test": {}}
+        self._checkpoints: dict[str, dict[str, Any]] = {}
+        self.logger = logging.getLogger(f"graphattn.run.{name}.{id(self)}")
+        self.logger.setLevel(logging.INFO if verbose else logging.WARNING)
+        self.logger.propagate = False
+        console = _ConsoleHandler()
+        console.setFormatter(logging.Formatter(_LOG_FORMAT, datefmt="%H:%M:%S"))
+        self.logger.addHandler(console)
 
-    def step(self, value: float) -> bool:
-        """Record ``value``; return whether it is a new best."""
-        value = float(value)
-        self.steps += 1
-        improved = not math.isnan(value) and (
-            self.best is None or (value > self.best if self.mode == "max" else value < self.best)
-        )
-        if improved:
-            self.best = value
-            self.best_step = self.steps
-            self.bad_steps = 0
-        else:
-            self.bad_steps += 1
-        return improved
+    def _write_metrics(self) -> None:
+        pass
 
-    @property
-    def should_stop(self) -> bool:
-        return self.bad_steps >= self.patience
+    def save_checkpoint(self, state: dict[str, Any], name: str = "last.pt") -> None:
+        if not isinstance(state, dict):
+            raise TypeError(f"checkpoint state must be a dict, got {type(state).__name__}")
+        self._checkpoints[name] = _detached_copy(state)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"patience": self.patience, "mode": self.mode, "best": self.best, "bad_steps": self.bad_steps, "steps": self.steps, "best_step": self.best_step}
+    def load(self, name: str = "last.pt") -> dict[str, Any]:
+        if name not in self._checkpoints:
+            raise FileNotFoundError(f"this in-memory run has no checkpoint '{name}'")
+        return _detached_copy(self._checkpoints[name])
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key in ("mode", "best", "bad_steps", "steps", "best_step"):
-            if key not in state:
-                raise ValueError(f"EarlyStopping state is missing '{key}'")
-        if state["mode"] != self.mode:
-            raise ValueError(f"EarlyStopping state has mode '{state['mode']}', this one is '{self.mode}'")
-        self.best = state["best"]
-        self.bad_steps = int(state["bad_steps"])
-        self.steps = int(state["steps"])
-        self.best_step = state["best_step"]
+    def has(self, name: str) -> bool:
+        return name in self._checkpoints
+
+    def plot_curves(self) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return "MemoryRun()"
 
 
-# --------------------------------------------------------------------------- progress and tables
-
-
-def progress(iterable: Iterable[T], desc: str = "", enabled: bool = True, **kwargs: Any) -> Iterator[T]:
-    """``tqdm`` over ``iterable`` when ``enabled`` (the ``show_progress`` key), a plain iterator otherwise."""
-    if not enabled:
-        return iter(iterable)
-    kwargs.setdefault("leave", False)
-    kwargs.setdefault("dynamic_ncols", True)
-    return iter(tqdm(iterable, desc=desc, **kwargs))
-
-
-_AT_K = re.compile(r"^(?P<name>.+)@(?P<k>\d+)$")
-
-
-def format_metrics_table(metrics: dict[str, Any]) -> str:
-    """Align metrics as a table; ``name@k`` keys become one row per name and one column per ``k``.
-
-    >>> print(format_metrics_table({"recall@10": 0.1, "recall@20": 0.2, "ndcg@10": 0.05, "ndcg@20": 0.07}))
-    metric   @10     @20
-    ndcg     0.0500  0.0700
-    recall   0.1000  0.2000
-    """
-    if not metrics:
-        return "(no metrics)"
-    grouped: dict[str, dict[int, Any]] = {}
-    plain: dict[str, Any] = {}
-    for key, value in metrics.items():
-        match = _AT_K.match(str(key))
-        if match:
-            grouped.setdefault(match["name"], {})[int(match["k"])] = value
-        else:
-            plain[str(key)] = value
-    blocks: list[str] = []
-    if grouped:
-        ks = sorted({k for row in grouped.values() for k in row})
-        table = [["metric", *(f"@{k}" for k in ks)]]
-        for name in sorted(grouped):
-            table.append([name, *(_cell(grouped[name][k]) if k in grouped[name] else "-" for k in ks)])
-        blocks.append(_align(table))
-    if plain:
-        table = [["metric", "value"]] + [[name, _cell(plain[name])] for name in sorted(plain)]
-        blocks.append(_align(table))
-    return "\n\n".join(blocks)
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
-
-
-def _align(rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+def _detached_copy(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return {k: _detached_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_detached_copy(v) for v in value)
+    return copy.deepcopy(value)
