@@ -1,7 +1,7 @@
 """DependencyViT on scikit-learn digits (32 px, patch 4 -> 64 tokens, the spec's setting): accuracy and the
 cost of leaf pruning.
 
-For every seed in ``--seeds``, trains through the vision trainer (best epoch picked on the validation split):
+For every seed in ``--seeds``, trains through the project's Trainer (best epoch picked on the validation split):
   1. DependencyViT (no pruning),
   2. DependencyViT-Lite: the same, pruning 16 % of the original tokens in each of the blocks of every
      schedule in ``--prune`` (right after their attention, as in the timm port). Defaults for depth 6:
@@ -34,8 +34,8 @@ import vision  # noqa: E402,F401
 from vision import dependency_vit  # noqa: E402,F401  (registers DependencyViT)
 from graphattn.config import Config, parse_cli_overrides  # noqa: E402
 from graphattn.io import atomic_write_text  # noqa: E402
-from graphattn.training import RunDir, load_checkpoint, resolve_device  # noqa: E402
-from vision.trainer import build_data, build_model, evaluate, train  # noqa: E402
+from graphattn.training import RunDir, Trainer, load_checkpoint, resolve_device  # noqa: E402
+from vision.task import VisionTask, evaluate_loader, load_data  # noqa: E402
 
 
 
@@ -64,13 +64,14 @@ def train_one(overrides: dict, runs: Path, reuse: bool = False):
         print(f"reusing the finished run {path}", flush=True)
     else:
         with RunDir.create(config) as run:
-            test = train(config, run)
+            test = Trainer.from_config(config, run).fit()
             path = run.path
-    data = build_data(config)
-    model = build_model(config, data)
+    data = load_data(config)
+    model = VisionTask(config, data).build_model()
     best = load_checkpoint(path / "best.pt")
     model.load_state_dict(best["model"])
-    valid = float(best["accuracy"])
+    # best.pt holds {"model", "epoch", "metric", "value"}; runs of the old vision trainer kept {valid_metric: value}
+    valid = float(best["value"] if "value" in best else best["accuracy"])
     return config, data, model, {**test, "valid_accuracy": valid}
 
 
@@ -127,7 +128,7 @@ def main() -> int:
             _, _, lite_s, lite_test = train_one({**common, "prune_layers": sched}, runs, args.reuse)
             full.to(device)
             full.prune_layers = list(sched)  # same weights, pruning switched on at inference only
-            pruned_at_inference = evaluate(full, loader, device, ["accuracy"])["accuracy"]
+            pruned_at_inference = evaluate_loader(full, loader, device, ["accuracy"])["accuracy"]
             full.prune_layers = []
             per_seed[seed].update({f"lite{tag}": lite_test["accuracy"], f"full_pruned_at_inference{tag}": pruned_at_inference, f"valid_lite{tag}": lite_test["valid_accuracy"]})
             lites.setdefault(tuple(sched), lite_s)

@@ -62,7 +62,7 @@ def synthetic_dataset(n_users, n_items, n_other, n_relations, n_triples, n_inter
 def load(scale: str, overrides: dict | None = None):
     import recsys  # noqa: F401
     from graphattn.config import Config
-    from recsys.trainer import load_data
+    from recsys.task import load_data
     config = Config("KGAT", "ml-100k", config_dict={"show_progress": False, **(overrides or {})})
     data = load_data(config) if scale == "ml-100k" else synthetic_dataset(**AMAZON)
     return config, data
@@ -162,7 +162,8 @@ def ours_epoch(config, data, batches: int | None, device: str = "cpu") -> dict:
     import torch
 
     from graphattn.registry import get_model
-    from recsys.trainer import _to_tensors
+    from graphattn.training import move_to
+    from recsys.task import _to_tensors
 
     model = get_model("KGAT")(config, data).to(device)
     samplers = model.samplers(config, data, 0)
@@ -175,7 +176,7 @@ def ours_epoch(config, data, batches: int | None, device: str = "cpu") -> dict:
         _sync(device)
         t0 = time.perf_counter()
         for _ in range(run):
-            loss, _ = model.training_step(phase, _to_tensors(s.sample(), device))
+            loss, _ = model.training_step(phase, move_to(_to_tensors(s.sample()), device))
             opts[phase].zero_grad(set_to_none=True)
             loss.backward()
             opts[phase].step()

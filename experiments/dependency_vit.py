@@ -48,20 +48,17 @@ from vision import dependency_vit  # noqa: E402,F401
 from vision.datasets import parts as _parts  # noqa: E402,F401
 from graphattn.config import Config, parse_cli_overrides  # noqa: E402
 from graphattn.io import atomic_write_text, save_figure  # noqa: E402
-from graphattn.training import RunDir, load_checkpoint, resolve_device  # noqa: E402
+from graphattn.training import RunDir, Trainer, resolve_device  # noqa: E402
 from vision.graphs.parent_tree import ancestors, build_tree, dependency_mask, groups_at_depth, patch_majority_labels  # noqa: E402
-from vision.trainer import build_data, build_model, train  # noqa: E402
 
 
 def train_one(overrides: dict, runs: Path):
     config = Config("DependencyViT", "parts", config_dict={"checkpoint_dir": str(runs), "show_progress": False, **overrides})
     with RunDir.create(config) as run:
-        test = train(config, run)
-        path = run.path
-    data = build_data(config)
-    model = build_model(config, data)
-    model.load_state_dict(load_checkpoint(path / "best.pt")["model"])
-    return config, data, model, test
+        trainer = Trainer.from_config(config, run)
+        test = trainer.fit()                       # trainer.model holds the weights of best.pt
+    model = trainer.model.cpu()
+    return config, trainer.task.data, model, test
 
 
 @torch.no_grad()

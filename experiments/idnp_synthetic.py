@@ -34,47 +34,38 @@ from graphattn.io import atomic_write_text, save_figure  # noqa: E402
 
 import recsys.sequential  # noqa: E402,F401  (registers the task, models and datasets)
 from graphattn.config import Config, parse_cli_overrides  # noqa: E402
-from graphattn.training import resolve_device, seed_everything  # noqa: E402
-from recsys.sequential.trainer import build_model, evaluate, fit, load_data  # noqa: E402
+from graphattn.training import MemoryRun, Trainer, resolve_device  # noqa: E402
 
 MODELS = ("IDNP", "SASRec", "GRU4Rec")
 
 
-class _Printer:
-    """Stands in for a RunDir: prints one line per evaluation."""
+class _Printer(MemoryRun):
+    """An in-memory run that prints one line per evaluation (training loss of the epoch and valid metrics)."""
 
     def __init__(self, tag: str, verbose: bool):
-        self.tag, self.verbose, self.last = tag, verbose, {}
+        super().__init__()
+        self.tag, self.verbose = tag, verbose
 
-    def log_train(self, epoch, **losses):
-        self.last = losses
-
-    def log_metrics(self, epoch, split, metrics):
+    def log_metrics(self, step, split, metrics):
+        super().log_metrics(step, split, metrics)
         if self.verbose:
-            loss = self.last.get("loss", float("nan"))
-            print(f"  [{self.tag}] epoch {epoch:3d} loss {loss:.4f} valid " +
-                  " ".join(f"{k}={v:.4f}" for k, v in metrics.items()), flush=True)
-
-    def save_checkpoint(self, state, name):
-        pass
-
-    class logger:  # noqa: N801
-        @staticmethod
-        def info(msg, *args):
-            print("  " + msg % args, flush=True)
+            loss = self.history["train"][-1].get("loss", float("nan")) if self.history["train"] else float("nan")
+            print(f"  [{self.tag}] epoch {step:3d} loss {loss:.4f} valid " +
+                  " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != "eval_seconds"), flush=True)
 
 
 def train_one(model_name: str, dataset: str, overrides: dict, device: torch.device, verbose: bool):
     cfg = Config(model_name, dataset, config_dict={"show_progress": False, "device": str(device), **overrides})
-    seed_everything(int(cfg["seed"]))
-    data = load_data(cfg)
-    model = build_model(cfg, data, device)
     start = time.time()
-    result = fit(model, data, cfg, _Printer(f"{model_name} lr={cfg['learning_rate']}", verbose), device)
-    model.load_state_dict(result["best_state"])
-    test = evaluate(model, data, "test", cfg, device)
-    return {"model": model_name, "lr": cfg["learning_rate"], "valid": result["best_valid"], "test": test,
-            "epochs_run": result["epochs"], "seconds": time.time() - start}, model, data, cfg
+    trainer = Trainer.from_config(cfg, _Printer(f"{model_name} lr={cfg['learning_rate']}", verbose))
+    test = trainer.fit()                       # the best epoch's weights are back in trainer.model
+    if trainer.stopper.should_stop:
+        print(f"  early stop after epoch {trainer.epoch} (best {trainer.task.metric} at epoch {trainer.best_epoch})",
+              flush=True)
+    valid = next(e for e in trainer.history["evaluations"] if e["epoch"] == trainer.best_epoch)
+    valid = {k: v for k, v in valid.items() if k not in ("epoch", "split", "eval_seconds")}
+    return {"model": model_name, "lr": cfg["learning_rate"], "valid": valid, "test": test,
+            "epochs_run": trainer.epoch, "seconds": time.time() - start}, trainer.model, trainer.task.data, cfg
 
 
 def compare(dataset: str, models, lrs, overrides: dict, device, verbose: bool, idnp_frame_lens=(3,)):

@@ -4,8 +4,8 @@
         [--data_path DIR]   (DIR/ml-100k/ml-100k.{inter,user,item}; default: recbole's bundled copy)
 
 For each model: Config(model, "ml-100k-mtl") with the command-line overrides, a RunDir (config, log,
-metrics.json, best.pt / last.pt, curves.png), ``train_multitask``; then prints the test AUC / gAUC of the
-checkpoint chosen on validation mean AUC, one row per model.
+metrics.json, best.pt / last.pt, curves.png), ``Trainer.from_config(config, run).fit()``; then prints the test
+AUC / gAUC of the checkpoint chosen on validation mean AUC, one row per model (best epochs numbered from 1).
 """
 from __future__ import annotations
 
@@ -23,8 +23,7 @@ import torch  # noqa: E402
 
 import recsys.multitask  # noqa: E402,F401
 from graphattn.config import Config  # noqa: E402
-from graphattn.training import RunDir, seed_everything  # noqa: E402
-from recsys.multitask.trainer import train_multitask  # noqa: E402
+from graphattn.training import RunDir, Trainer  # noqa: E402
 
 
 def main() -> None:
@@ -47,13 +46,12 @@ def main() -> None:
         if args.data_path:
             overrides["data_path"] = args.data_path
         config = Config(name, "ml-100k-mtl", config_dict=overrides)
-        seed_everything(config["seed"], config["reproducibility"])
         t0 = time.time()
         with RunDir.create(config) as run:
-            test = train_multitask(config, run)
-            run.plot_curves()
+            trainer = Trainer.from_config(config, run)      # seeds, loads the data, builds the model
+            test = trainer.fit()                            # also writes curves.png
             rows[name] = test
-            print(f"{name}: {time.time() - t0:.0f}s, best epoch {test['best_epoch']}, run folder {run.path}", flush=True)
+            print(f"{name}: {time.time() - t0:.0f}s, best epoch {trainer.best_epoch}, run folder {run.path}", flush=True)
     tasks = [k[4:] for k in next(iter(rows.values())) if k.startswith("auc_")]
     print("\nml-100k-mtl test AUC (gAUC), checkpoint picked on validation mean AUC")
     print(f"{'model':13s} " + " ".join(f"{t:>17s}" for t in tasks) + f" {'mean':>17s}")

@@ -35,10 +35,10 @@ import recsys.multitask  # noqa: E402,F401  (registers the task and models)
 from graphattn.config import Config  # noqa: E402
 from graphattn.io import save_figure  # noqa: E402
 from graphattn.registry import get_model  # noqa: E402
-from graphattn.training import seed_everything  # noqa: E402
+from graphattn.training import Trainer, seed_everything  # noqa: E402
 from recsys.multitask.data import synthetic_three_task  # noqa: E402
 from recsys.multitask.metrics import auc  # noqa: E402
-from recsys.multitask.trainer import evaluate, fit  # noqa: E402
+from recsys.multitask.task import MultiTaskTask, evaluate_split  # noqa: E402
 
 VARIANTS = {
     "INFNet": ("INFNet", {}),
@@ -77,13 +77,19 @@ def run_one(job: tuple[int, str, str, dict, int, int, int, str, bool]) -> tuple[
     seed_everything(seed)
     model = get_model(model_name)(cfg, data)
     t0 = time.time()
-    history: list[dict] = []
-    test = fit(model, data, cfg, device=torch.device(device), history=history)
+    trainer = Trainer(cfg, MultiTaskTask(cfg, data), model, device=device)
+    test = trainer.fit()
     seconds = time.time() - t0
-    train = evaluate(model, data.train, data.tasks, int(cfg["eval_batch_size"]), torch.device(device))
+    model = trainer.model
+    train = evaluate_split(model, trainer.task.splits["train"], data.tasks, int(cfg["eval_batch_size"]))
+    # one row per evaluation: epoch (from 1), mean training loss of that epoch, validation metrics
+    losses = {row["epoch"]: row["loss"] for row in trainer.history["train"]}
+    history = [{"epoch": h["epoch"], "loss": losses.get(h["epoch"], float("nan")),
+                **{k: v for k, v in h.items() if k not in ("epoch", "split", "eval_seconds")}}
+               for h in trainer.history["evaluations"]]
     best = {t: int(max(history, key=lambda h: h[f"auc_{t}"])["epoch"]) for t in data.tasks}
     line = (f"seed {seed} {label:17s} " + " ".join(f"{t}={test[f'auc_{t}']:.4f}" for t in data.tasks)
-            + f" mean={test['mean_auc']:.4f} train_mean={train['mean_auc']:.4f} best_epoch={test['best_epoch']} "
+            + f" mean={test['mean_auc']:.4f} train_mean={train['mean_auc']:.4f} best_epoch={trainer.best_epoch} "
             f"(per-task valid best {best}) params={sum(p.numel() for p in model.parameters())} {seconds:.0f}s")
     if curves:
         line += "\n  valid AUC per epoch: " + "; ".join(

@@ -3,13 +3,13 @@
     python experiments/kgat_explain.py [--epochs 40] [--learning_rate 0.005] [--out docs/img/kgat_explain.png]
 
 Trains KGAT on ``planted-kg`` exactly as ``run.py --model KGAT --dataset planted-kg`` would (Config, RunDir,
-the recsys trainer; run folder under a temporary directory unless ``--checkpoint_dir`` is given), reloads the
-best checkpoint with :func:`recsys.export.load_run`, then for a few users prints the top attention paths of
-their top recommendation (:mod:`recsys.explain`) and draws the first one. It also reports what the paths
-and the attention say about the planted structure: relation 0 ("informative") links each item to its latent
-cluster, relations 1-2 are noise, so a good explanation runs through the recommended item's cluster
-(``user <- liked item <- cluster <- item``) or through similar users, and the attention into items should
-favour the cluster edge over noise edges.
+``Trainer.from_config(config, run).fit()``; run folder under a temporary directory unless ``--checkpoint_dir``
+is given), reloads the best checkpoint with :func:`recsys.export.load_run`, then for a few users prints the
+top attention paths of their top recommendation (:mod:`recsys.explain`) and draws the first one. It also
+reports what the paths and the attention say about the planted structure: relation 0 ("informative") links
+each item to its latent cluster, relations 1-2 are noise, so a good explanation runs through the recommended
+item's cluster (``user <- liked item <- cluster <- item``) or through similar users, and the attention into
+items should favour the cluster edge over noise edges.
 """
 from __future__ import annotations
 
@@ -27,11 +27,10 @@ sys.path.insert(0, str(ROOT))
 
 import recsys  # noqa: E402,F401  (registers the recsys task, models and datasets)
 from graphattn.config import Config  # noqa: E402
-from graphattn.training import RunDir, seed_everything  # noqa: E402
+from graphattn.training import RunDir, Trainer  # noqa: E402
 from recsys.data.synthetic import item_clusters  # noqa: E402
 from recsys.explain import PathExplainer, format_paths, plot_paths  # noqa: E402
 from recsys.export import embeddings, load_run  # noqa: E402
-from recsys.trainer import train  # noqa: E402
 
 
 def attention_by_relation(model, data) -> dict[str, float]:
@@ -81,9 +80,8 @@ def main(argv=None) -> int:
             "epochs": args.epochs, "eval_step": 5, "learning_rate": args.learning_rate, "device": "cpu",
             "num_threads": 1, "show_progress": False, "log_level": "WARNING",
             "checkpoint_dir": args.checkpoint_dir or tmp})
-        seed_everything(config["seed"])
         with RunDir.create(config) as run:
-            test = train(config, run)
+            test = Trainer.from_config(config, run).fit()   # seeds from config["seed"]
             evals = run.history["evaluations"]
         print(f"trained KGAT {args.epochs} epochs (lr {args.learning_rate}); best valid recall@20 "
               f"{max(e['recall@20'] for e in evals):.4f}; test recall@20 {test['recall@20']:.4f} "

@@ -31,10 +31,9 @@ from graphattn.io import atomic_write_text  # noqa: E402
 
 import recsys  # noqa: E402,F401
 from graphattn.config import Config, parse_cli_overrides  # noqa: E402
-from graphattn.training import RunDir, seed_everything  # noqa: E402
+from graphattn.training import RunDir, Trainer  # noqa: E402
 from recsys.data.synthetic import planted_attention  # noqa: E402
 from recsys.explain import path_weights  # noqa: E402
-from recsys.trainer import fit  # noqa: E402
 
 
 def attention_by_relation(model, data) -> dict[str, float]:
@@ -47,13 +46,13 @@ def run(model_name: str, seed: int, epochs: int, eval_step: int, lr: float, work
     cfg = Config(model_name, "planted-kg", config_dict={
         "seed": seed, "epochs": epochs, "eval_step": eval_step, "learning_rate": lr, "stopping_step": 5,
         "show_progress": False, "checkpoint_dir": workdir, "log_level": "WARNING", **(extra or {})})
-    seed_everything(seed)
     run_dir = RunDir.create(cfg)
     try:
-        test, model, data = fit(cfg, run_dir)
+        trainer = Trainer.from_config(cfg, run_dir)     # seeds from cfg["seed"], loads the data, builds the model
+        test = trainer.fit()                            # trainer.model holds the best epoch's weights
     finally:
         run_dir.close()
-    return test, {"model": model, "data": data}
+    return test, {"model": trainer.model, "data": trainer.task.data}
 
 
 def main() -> None:

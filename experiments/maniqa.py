@@ -28,7 +28,7 @@ from graphattn.io import save_figure  # noqa: E402
 
 from vision.datasets.quality import load_iqa_synthetic  # noqa: E402
 from vision.maniqa import MANIQANet  # noqa: E402
-from vision.trainer import compute_metrics  # noqa: E402
+from vision.metrics import compute_metrics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {"full": {}, "mean pooling": {"weighted": False}, "no TAB": {"use_tab": False},

@@ -27,8 +27,7 @@ from graphattn.io import atomic_write_text  # noqa: E402
 
 import recsys  # noqa: E402,F401
 from graphattn.config import Config, parse_cli_overrides  # noqa: E402
-from graphattn.training import RunDir, seed_everything  # noqa: E402
-from recsys.trainer import fit  # noqa: E402
+from graphattn.training import RunDir, Trainer  # noqa: E402
 
 COLUMNS = ["recall@20", "ndcg@20", "ndcg_kgat@20", "hit@20", "recall@10", "ndcg@10"]
 
@@ -64,12 +63,11 @@ def main() -> None:
                                                               "checkpoint_dir": work, "log_level": "WARNING",
                                                               **overrides.get(None, {}),
                                                               **overrides.get(model, {}), **extra})
-                seed_everything(seed)
                 run = RunDir.create(cfg)
                 run_paths[model, seed] = run.path
                 t0 = time.perf_counter()
                 try:
-                    test, _, _ = fit(cfg, run)
+                    test = Trainer.from_config(cfg, run).fit()     # seeds from cfg["seed"]
                     epochs = len(run.history["train"])
                 finally:
                     run.close()
