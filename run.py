@@ -46,6 +46,10 @@ def _epilog() -> str:
         lines.append(f"  --dataset may also be a directory path for: {', '.join(path_tasks)}")
     lines.append("")
     lines.append("Any config key can be set with --key=value (values parsed as Python literals, e.g. --topk=[10,20]).")
+    lines.append("Common ones (defaults in graphattn/overall.yaml and each task's overall.yaml):")
+    lines.append("  --epochs=N --learning_rate=X --train_batch_size=N --eval_step=N --stopping_step=N --seed=N")
+    lines.append("  --device=auto|cpu|cuda --num_threads=N --show_progress=false --checkpoint_dir=DIR")
+    lines.append("  --resume=saved/<run folder>   continue an interrupted run exactly from its last.pt")
     return "\n".join(lines)
 
 

@@ -1,5 +1,28 @@
-"""Sequence models and attention studies built on graphattn's attention primitives.
+"""Sequence models and attention studies built on graphattn's attention primitives (task ``sequence``).
 
-Models (Pointer Networks, attention-variant studies, ...) register themselves here with
-``graphattn.registry.register_model(name, task="sequence")`` when this package is imported.
+    python run.py --model PointerNet --dataset convex-hull [--key=value ...]
+
+Importing this package registers the ``sequence`` task (:class:`sequence.task.SequenceTask`; defaults in
+``sequence/overall.yaml``, ``sequence/model/<Model>.yaml``, ``sequence/dataset/<name>.yaml``), its datasets
+and its models. Adding a model: ``docs/adding-a-model.md``.
 """
+from pathlib import Path
+
+from graphattn.registry import register_task
+
+from .base import PointerModel
+from .data import SequenceData
+from .task import SequenceTask
+
+_HERE = Path(__file__).resolve().parent
+
+register_task("sequence", task=SequenceTask, overall=_HERE / "overall.yaml", model_dir=_HERE / "model",
+              dataset_dir=_HERE / "dataset")
+
+# datasets (each module registers its names on import)
+from .data import convex_hull  # noqa: E402,F401
+
+# models (sequence/models/__init__.py imports each model file, which registers it)
+from . import models  # noqa: E402,F401
+
+__all__ = ["PointerModel", "SequenceData", "SequenceTask"]

@@ -1,10 +1,10 @@
-"""The contract between vision datasets, models and :mod:`vision.trainer`.
+"""The contract between vision datasets, models and the vision task (:mod:`vision.task`).
 
 - A dataset loader is ``loader(config) -> VisionData``.
 - A model is ``Model(config, data)``, a subclass of :class:`VisionModel`, registered with
   ``@graphattn.registry.register_model("Name", task="vision")``.
 
-The trainer only calls ``model.compute_loss(batch)`` while training and ``model.predict(batch)`` while
+The task only calls ``model.compute_loss(batch)`` while training and ``model.predict(batch)`` while
 evaluating, so a model whose batches are not ``(x, y)`` (graphs, skeletons, ...) overrides those two.
 See ``vision/CONTRACT.md``.
 """

@@ -28,7 +28,7 @@ Deviations (CPU scale):
   each stage average-pooled to the 8x8 token grid; ``feature_layers`` picks the stages to concatenate), trained
   jointly from scratch. ``backbone="vit"`` keeps the original stand-in, a :class:`vision.vit.SmallViT` (patch 8
   on 64x64 crops -> 8x8 tokens, width 64, 4 blocks; read blocks e.g. (1, 2, 3)), which underfits the synthetic
-  quality task from scratch (train SRCC about 0.4; ``docs/vision_models.md``): a linear 8x8 patch embedding
+  quality task from scratch (train SRCC about 0.4; ``docs/results/vision.md``): a linear 8x8 patch embedding
   followed by attention has to learn local energy statistics (blur, noise) from 672 crops, which the conv stack
   with pooling gives almost for free.
 * Channel widths ``dims`` (default (64, 32)) instead of (768, 384); shifted windows are masked with ``-inf``
@@ -197,7 +197,7 @@ class PatchWeightedScore(nn.Module):
 
     ``s_t = ReLU(.)`` (as in the paper) can die: once the score branch is negative on every token of every
     image the prediction is exactly 0 and no gradient reaches the model again. This is how the from-scratch ViT
-    backbone collapses at learning rate 2e-3 (``docs/vision_models.md``); starting the branch's bias at 0.8 did
+    backbone collapses at learning rate 2e-3 (``docs/results/vision.md``); starting the branch's bias at 0.8 did
     not prevent it, so no such option is kept.
 
     Args: dim, dropout (default 0.1), weighted (default True).

@@ -1,4 +1,4 @@
-"""What the sequential trainer expects from a model, and the next-item pieces the baselines share."""
+"""What the sequential task (:mod:`recsys.sequential.task`) expects from a model, and the next-item pieces the baselines share."""
 from __future__ import annotations
 
 from typing import Any, Mapping

@@ -1,4 +1,4 @@
-"""KG ablation keys: use_kg and kg_min_degree (RecDataset.filter_kg, applied by recsys.trainer.load_data)."""
+"""KG ablation keys: use_kg and kg_min_degree (RecDataset.filter_kg, applied by recsys.task.load_data)."""
 import numpy as np
 import pytest
 
