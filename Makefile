@@ -6,7 +6,7 @@ PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 STAMP = $(VENV)/.installed
 
-.PHONY: run test bench clean
+.PHONY: run test bench mutate clean
 
 $(STAMP): setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,16 @@ bench: $(STAMP)
 		echo "== $$f"; $(PY) "$$f"; \
 	done; [ "$$found" = 1 ] || echo "no bench/*.py scripts"
 
+# Mutation testing (not part of CI; a full run takes well over an hour on 2 cores, so scope it with
+# MUTANTS=, see docs/testing.md). Scope and settings: [tool.mutmut] in
+# pyproject.toml; how to read the result: docs/testing.md. Rerunning reuses mutants/ and only re-tests
+# mutants whose function or covering tests changed; `make mutate MUTANTS="name ..."` re-runs some only.
+MUTATE_JOBS ?= 2
+mutate: $(STAMP)
+	$(PY) -m pip install -q -e ".[mutate]"
+	$(VENV)/bin/mutmut run --max-children $(MUTATE_JOBS) $(MUTANTS)
+	$(PY) tools/mutation_scores.py
+
 clean:
-	rm -rf build dist *.egg-info .pytest_cache .hypothesis
+	rm -rf build dist *.egg-info .pytest_cache .hypothesis mutants
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -32,5 +32,9 @@ setup(
     # recbole (only for its bundled ml-100k atomic files, the offline default dataset) is installed by the
     # Makefile with --no-deps:
     # its own pins do not install beside numpy 2.
-    extras_require={"test": ["pytest>=8,<10", "hypothesis>=6.100,<7"]},
+    extras_require={
+        "test": ["pytest>=8,<10", "hypothesis>=6.100,<7"],
+        # `make mutate` (docs/testing.md); not needed by `make test` or CI.
+        "mutate": ["mutmut>=3.8,<4"],
+    },
 )
