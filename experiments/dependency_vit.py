@@ -48,7 +48,9 @@ from vision import dependency_vit  # noqa: E402,F401
 from vision.datasets import parts as _parts  # noqa: E402,F401
 from graphattn.config import Config, parse_cli_overrides  # noqa: E402
 from graphattn.io import atomic_write_text, save_figure  # noqa: E402
-from graphattn.training import RunDir, Trainer, resolve_device  # noqa: E402
+from graphattn.training import MemoryRun, RunDir, Trainer, resolve_device  # noqa: E402
+from vision.base import VisionModel  # noqa: E402
+from vision.task import VisionTask  # noqa: E402
 from vision.graphs.parent_tree import ancestors, build_tree, dependency_mask, groups_at_depth, patch_majority_labels  # noqa: E402
 
 
@@ -86,40 +88,30 @@ def final_tokens(model, images, device):
     return model.norm(toks).cpu()
 
 
-class LocalBag(torch.nn.Module):
+class LocalBag(VisionModel):
     """Bag of local features: 4x4 patch embedding, GELU, a 2x2 convolution on the patch grid (receptive field
     8 px), GELU, average pooling over positions, linear head. No token sees beyond its 8 px window."""
 
-    def __init__(self, in_channels: int, num_classes: int, patch: int = 4, width: int = 64):
-        super().__init__()
-        self.body = torch.nn.Sequential(torch.nn.Conv2d(in_channels, width, patch, stride=patch), torch.nn.GELU(),
+    def __init__(self, config, data, width: int = 64):
+        super().__init__(config, data)
+        patch = int(config["patch_size"])
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, width, patch, stride=patch), torch.nn.GELU(),
                                         torch.nn.Conv2d(width, width, 2), torch.nn.GELU(), torch.nn.Conv2d(width, width, 1), torch.nn.GELU())
-        self.head = torch.nn.Linear(width, num_classes)
+        self.head = torch.nn.Linear(width, data.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x).mean(dim=(2, 3)))
 
 
 def train_local_bag(cfg, data, device, epochs: int) -> float:
-    """Train :class:`LocalBag` (AdamW 2e-3, cosine) on the training split, return its test accuracy."""
+    """Train :class:`LocalBag` (AdamW 2e-3, weight decay 0.05, cosine decay per step) on the training split of
+    the vision task (batches and workers of ``cfg``), return its test accuracy after the last epoch."""
+    config = {**cfg.to_dict(), "epochs": epochs, "eval_step": epochs, "optimizer": "adamw", "learning_rate": 2e-3, "weight_decay": 0.05,
+              "scheduler": "cosine", "warmup_epochs": 0, "grad_clip": 0.0, "label_smoothing": 0.0, "metrics": ["accuracy"],
+              "valid_metric": "accuracy", "show_progress": False, "device": str(device)}
     torch.manual_seed(int(cfg["seed"]))
-    model = LocalBag(3, data.num_classes, int(cfg["patch_size"])).to(device)
-    loader = torch.utils.data.DataLoader(data.train, batch_size=int(cfg["train_batch_size"]), shuffle=True, num_workers=int(cfg["num_workers"]))
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * len(loader))
-    for _ in range(epochs):
-        model.train()
-        for x, y in loader:
-            loss = torch.nn.functional.cross_entropy(model(x.to(device)), y.to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-    model.eval()
-    test = data.test
-    with torch.no_grad():
-        pred = torch.cat([model(torch.stack([test[i][0] for i in range(s, min(s + 500, len(test)))]).to(device)).argmax(1).cpu() for s in range(0, len(test), 500)])
-    return float((pred == test.labels).float().mean())
+    model = LocalBag(config, data)
+    return float(Trainer(config, VisionTask(config, data), model, run=MemoryRun()).fit()["accuracy"])
 
 
 def main() -> int:

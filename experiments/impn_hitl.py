@@ -36,8 +36,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import vision  # noqa: E402,F401
-from graphattn.config import Config  # noqa: E402
-from graphattn.training import seed_everything  # noqa: E402
+from graphattn.config import CORE_OVERALL, Config, load_yaml  # noqa: E402
+from graphattn.training import MemoryRun, Task, Trainer, seed_everything  # noqa: E402
 from vision.base import VisionData  # noqa: E402
 from vision.datasets.gaze_objects import FrameDataset, make_frames  # noqa: E402
 from vision.graphs.object_graph import collate_frames  # noqa: E402
@@ -61,17 +61,45 @@ def build(name: str, in_features: int, seed: int) -> IMPN:
     return IMPN(config, VisionData(ds, ds, ds, num_classes=6, meta={"in_features": in_features}))
 
 
+class FramesTask(Task):
+    """The model's own loss on batches of labelled frames in the order of a generator seeded with ``seed``.
+    The Trainer's one validation pass (after the last epoch) scores these same frames: nothing is selected."""
+
+    metric = "node"
+
+    def __init__(self, config, frames: list, seed: int):
+        super().__init__(config, frames)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def batches(self, phase):
+        order = torch.randperm(len(self.data), generator=self.generator).tolist()
+        size = int(self.config["train_batch_size"])
+        return [collate_frames([self.data[i] for i in order[start : start + size]]) for start in range(0, len(order), size)]
+
+    def loss(self, model, batch, phase):
+        loss, _, _ = model.compute_loss(batch)
+        return loss, {}
+
+    def optimizers(self, model):
+        # torch's default (unfused) Adam, as these figures were made with; build_optimizer's fused kernel rounds differently
+        return {"train": torch.optim.Adam(model.parameters(), lr=self.config["learning_rate"],
+                                          weight_decay=self.config["weight_decay"])}
+
+    def evaluate(self, model, split):
+        return evaluate(model, self.data)
+
+    def state_dict(self):
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state):
+        self.generator.set_state(state["generator"])
+
+
 def fit(model: IMPN, frames: list, epochs: int, lr: float = 3e-3, batch: int = 32, seed: int = 0) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(frames), generator=gen).tolist()
-        for start in range(0, len(frames), batch):
-            loss, _, _ = model.compute_loss(collate_frames([frames[i] for i in order[start : start + batch]]))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    """Adam (weight decay 1e-4, constant rate), a fresh optimiser per call; ``model`` keeps the last epoch's weights."""
+    config = {**load_yaml(CORE_OVERALL), "epochs": epochs, "eval_step": epochs, "optimizer": "adam", "learning_rate": lr,
+              "weight_decay": 1e-4, "train_batch_size": batch, "device": "cpu", "show_progress": False}
+    Trainer(config, FramesTask(config, frames, seed), model, run=MemoryRun()).train()
 
 
 @torch.no_grad()

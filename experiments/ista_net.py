@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -40,10 +39,11 @@ import vision.ista_net  # noqa: E402,F401
 import vision.late_fusion_skeleton  # noqa: E402,F401
 from graphattn.config import Config, parse_cli_overrides  # noqa: E402
 from graphattn.registry import get_model  # noqa: E402
-from graphattn.training import progress, seed_everything  # noqa: E402
+from graphattn.training import MemoryRun, Trainer, seed_everything  # noqa: E402
 from vision.base import VisionData  # noqa: E402
 from vision.datasets.skeleton import (INTERACTION_CLASSES, SkeletonDataset, _meta,  # noqa: E402
                                       make_interactions, relational_classes, swap_entities)
+from vision.task import VisionTask  # noqa: E402
 
 RUNS = {
     "A": ("ISTA-Net, paper layout [Tw,1,2], ER", "ISTANet", {"entity_rearrangement": True}),
@@ -54,31 +54,57 @@ RUNS = {
 }
 
 
+class SeededOrderTask(VisionTask):
+    """The vision task with the training clips shuffled by a generator seeded with the config's seed, validation
+    batches that leave torch's global generator alone (it draws Entity Rearrangement; a DataLoader draws a
+    worker seed from it on every pass) and torch's default (unfused) AdamW: the batches, random draws and
+    update these figures were made with."""
+
+    def __init__(self, config, data):
+        super().__init__(config, data)
+        loader = torch.utils.data.DataLoader
+        self.generator = torch.Generator().manual_seed(int(config["seed"]))
+        self.loaders["train"] = loader(data.train, batch_size=config["train_batch_size"], shuffle=True,
+                                       collate_fn=data.collate_fn, generator=self.generator)
+        self.loaders["valid"] = loader(data.valid, batch_size=config["eval_batch_size"], collate_fn=data.collate_fn,
+                                       generator=torch.Generator())
+
+    def optimizers(self, model):
+        return {"train": torch.optim.AdamW(model.parameters(), lr=self.config["learning_rate"],
+                                           weight_decay=self.config["weight_decay"])}
+
+    def state_dict(self):
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state):
+        self.generator.set_state(state["generator"])
+
+
+class EpochPrinter(MemoryRun):
+    """An in-memory run that prints each epoch's mean training loss and validation accuracy."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.name = name
+
+    def log_metrics(self, step, split, metrics):
+        super().log_metrics(step, split, metrics)
+        loss = self.history["train"][-1]["loss"]
+        print(f"  {self.name} epoch {step}: loss {loss:.3f}  valid acc {metrics['accuracy']:.3f}", flush=True)
+
+
 def train_model(name: str, overrides: dict, data: VisionData, epochs: int, seed: int, show: bool, device: torch.device):
-    cfg = Config(name, "skeleton-interaction", config_dict={**overrides, "epochs": epochs, "seed": seed})
+    """AdamW with the config's rate, weight decay and linear warm-up then cosine decay per step; the model after
+    the last epoch (validation accuracy is printed, nothing is selected)."""
+    cfg = Config(name, "skeleton-interaction", config_dict={
+        "optimizer": "adamw", "scheduler": "cosine", **overrides, "epochs": epochs, "seed": seed, "eval_step": 1,
+        "stopping_step": epochs, "metrics": ["accuracy"], "valid_metric": "accuracy", "show_progress": show,
+        "device": str(device)})
     seed_everything(seed, True)
-    model = get_model(name)(cfg, data).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg["learning_rate"], weight_decay=cfg["weight_decay"])
-    gen = torch.Generator().manual_seed(seed)
-    loader = torch.utils.data.DataLoader(data.train, batch_size=cfg["train_batch_size"], shuffle=True, generator=gen)
-    total, warm = epochs * len(loader), cfg["warmup_epochs"] * len(loader)
-    step = 0
-    for epoch in range(epochs):
-        model.train()
-        losses = []
-        for batch in progress(loader, desc=f"{name} epoch {epoch + 1}/{epochs}", enabled=show):
-            factor = (step + 1) / warm if step < warm else 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
-            for group in opt.param_groups:
-                group["lr"] = cfg["learning_rate"] * factor
-            loss, _, _ = model.compute_loss([b.to(device) for b in batch])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-            step += 1
-        valid = accuracy(model, data.valid.x, data.valid.y)
-        print(f"  {name} epoch {epoch + 1}: loss {np.mean(losses):.3f}  valid acc {valid:.3f}", flush=True)
-    return model, cfg
+    model = get_model(name)(cfg, data)
+    trainer = Trainer(cfg, SeededOrderTask(cfg, data), model, run=EpochPrinter(name))
+    trainer.train()
+    return trainer.model, cfg
 
 
 @torch.no_grad()
@@ -86,10 +112,6 @@ def predict(model, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
     model.eval()
     device = next(model.parameters()).device
     return torch.cat([model(x[i:i + batch].to(device)).cpu() for i in range(0, len(x), batch)])
-
-
-def accuracy(model, x, y) -> float:
-    return float((predict(model, x).argmax(-1) == y).float().mean())
 
 
 def per_class(pred: torch.Tensor, y: torch.Tensor) -> dict[str, float]:

@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from graphattn.config import CORE_OVERALL, load_yaml  # noqa: E402
 from graphattn.io import save_figure  # noqa: E402
+from graphattn.training import MemoryRun, Task, Trainer  # noqa: E402
 
 from vision.datasets.quality import load_iqa_synthetic  # noqa: E402
 from vision.maniqa import MANIQANet  # noqa: E402
@@ -51,23 +52,51 @@ def dihedral(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return torch.stack([torch.rot90(xi, int(ki), (1, 2)) for xi, ki in zip(x, k)])
 
 
-def train(net, data, epochs, lr, seed, batch=32):
-    x, y = data.train.tensors
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    steps = epochs * ((len(y) + batch - 1) // batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
-    for _ in tqdm(range(epochs), leave=False, disable=not sys.stderr.isatty()):
-        net.train()
+class IQATask(Task):
+    """MSE on the score; each epoch's order and augmentation (:func:`dihedral`) from a generator seeded with
+    ``seed``; judged by SRCC. Splits are the ``TensorDataset``s of ``data``."""
+
+    metric = "srcc"
+
+    def __init__(self, config, data, seed):
+        super().__init__(config, data)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def batches(self, phase):
+        x, y = self.data.train.tensors
+        size, g = int(self.config["train_batch_size"]), self.generator
         perm = torch.randperm(len(y), generator=g)
-        for i in range(0, len(y), batch):
-            idx = perm[i:i + batch]
-            loss = F.mse_loss(net(dihedral(x[idx], g)), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-    return net
+        return [(dihedral(x[idx], g), y[idx]) for idx in (perm[i:i + size] for i in range(0, len(y), size))]
+
+    def loss(self, model, batch, phase):
+        x, y = batch
+        return F.mse_loss(model(x), y), {}
+
+    def optimizers(self, model):
+        # torch's default (unfused) AdamW, as these figures were made with; build_optimizer's fused kernel rounds differently
+        return {"train": torch.optim.AdamW(model.parameters(), lr=self.config["learning_rate"],
+                                           weight_decay=self.config["weight_decay"])}
+
+    def evaluate(self, model, split):
+        x, y = getattr(self.data, split).tensors
+        return compute_metrics(predict(model, x), y, METRICS, "regression")
+
+    def state_dict(self):
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state):
+        self.generator.set_state(state["generator"])
+
+
+def train(net, data, epochs, lr, seed, batch=32):
+    """AdamW (weight decay 1e-4), one-cycle schedule with 10 % warm-up; the model after the last epoch."""
+    config = {**load_yaml(CORE_OVERALL), "epochs": epochs, "eval_step": epochs, "optimizer": "adamw",
+              "learning_rate": lr, "weight_decay": 1e-4, "scheduler": "onecycle", "train_batch_size": batch,
+              "device": "cpu", "show_progress": sys.stderr.isatty()}
+    trainer = Trainer(config, IQATask(config, data, seed), net, run=MemoryRun())
+    trainer.schedules["train"].pct_start = 0.1
+    trainer.train()          # one validation pass, after the last epoch: nothing is selected
+    return trainer.model
 
 
 def handcrafted_features(pixels: np.ndarray) -> np.ndarray:

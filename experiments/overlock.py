@@ -89,7 +89,7 @@ def main():
     ap.add_argument("--variants", type=int, default=3, help="run the first N variants")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    data = load_digits_data({"image_size": 16, "valid_ratio": 0.1, "test_ratio": 0.2, "split_seed": 0})
+    data = load_digits_data({"image_size": 16, "valid_ratio": 0.1, "test_ratio": 0.2, "split_seed": 0, "augment_shift": 0})
     xt, yt = tensors(data.test)
     print(f"digits 16x16: train {len(data.train)}, valid {len(data.valid)}, test {len(data.test)}")
     nets = {}

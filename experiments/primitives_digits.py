@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -31,11 +30,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
-from tqdm import tqdm  # noqa: E402
 
 from graphattn.attention import GraphAttention  # noqa: E402
 from graphattn.attention.moh import MoHAttention  # noqa: E402
 from graphattn.attention.neighborhood import NeighborhoodAttention  # noqa: E402
+from graphattn.config import CORE_OVERALL, load_yaml  # noqa: E402
+from graphattn.training import MemoryRun, Task, Trainer  # noqa: E402
 from vision.care import care_nano, count_macs  # noqa: E402
 
 
@@ -110,35 +110,61 @@ class MoHRouted(nn.Module):
 
 # ------------------------------------------------------------------------------------------------- training
 
+class DigitsTask(Task):
+    """Cross entropy (plus ``balance_coeff`` x the MoH balance loss averaged over layers) on the in-memory
+    digits, batches in the order of a generator seeded with ``seed``; judged by validation accuracy."""
+
+    metric = "acc"
+
+    def __init__(self, config, data, balance_coeff: float, seed: int):
+        super().__init__(config, data)
+        self.balance_coeff = balance_coeff
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def batches(self, phase):
+        x, y = self.data["train"]
+        size = int(self.config["train_batch_size"])
+        perm = torch.randperm(len(y), generator=self.generator)
+        return [(x[perm[i:i + size]], y[perm[i:i + size]]) for i in range(0, len(y), size)]
+
+    def loss(self, model, batch, phase):
+        x, y = batch
+        out = model(x)
+        logits, routings = out if isinstance(out, tuple) else (out, [])
+        loss = F.cross_entropy(logits, y)
+        if routings and self.balance_coeff > 0:
+            loss = loss + self.balance_coeff * torch.stack([r.balance_loss for r in routings]).mean()
+        return loss, {}
+
+    def optimizers(self, model):
+        # torch's default (unfused) AdamW, as these figures were made with; build_optimizer's fused kernel rounds differently
+        params = [p for p in model.parameters() if p.requires_grad]
+        return {"train": torch.optim.AdamW(params, lr=self.config["learning_rate"], weight_decay=self.config["weight_decay"])}
+
+    def evaluate(self, model, split):
+        return evaluate(model, self.data[split])
+
+    def state_dict(self):
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state):
+        self.generator.set_state(state["generator"])
+
+
 def train_eval(model, data, epochs: int, lr: float = 2e-3, batch: int = 64, balance_coeff: float = 0.0,
-               seed: int = 0, desc: str = "") -> dict:
+               seed: int = 0) -> dict:
+    """AdamW (weight decay 0.05) with the one-cycle schedule (10 % warm-up), validation accuracy every epoch;
+    returns the test metrics (``test_<name>``) of the first epoch of best validation accuracy."""
     torch.manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    xtr, ytr = data["train"]
-    steps = epochs * math.ceil(len(ytr) / batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
-    best = {"valid": -1.0}
-    gen = torch.Generator().manual_seed(seed)
+    config = {**load_yaml(CORE_OVERALL), "epochs": epochs, "optimizer": "adamw", "learning_rate": lr,
+              "weight_decay": 0.05, "scheduler": "onecycle", "train_batch_size": batch, "stopping_step": epochs,
+              "device": "cpu", "show_progress": sys.stderr.isatty()}
+    trainer = Trainer(config, DigitsTask(config, data, balance_coeff, seed), model, run=MemoryRun())
+    trainer.schedules["train"].pct_start = 0.1
     t0 = time.perf_counter()
-    for epoch in tqdm(range(epochs), desc=desc, leave=False, disable=not sys.stderr.isatty()):
-        model.train()
-        perm = torch.randperm(len(ytr), generator=gen)
-        for i in range(0, len(ytr), batch):
-            idx = perm[i:i + batch]
-            out = model(xtr[idx])
-            logits, routings = out if isinstance(out, tuple) else (out, [])
-            loss = F.cross_entropy(logits, ytr[idx])
-            if routings and balance_coeff > 0:
-                loss = loss + balance_coeff * torch.stack([r.balance_loss for r in routings]).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-        va = evaluate(model, data["valid"])["acc"]
-        if va > best["valid"]:
-            best = {"valid": va, "epoch": epoch, **{f"test_{k}": v for k, v in evaluate(model, data["test"]).items()}}
-    best["train_seconds"] = time.perf_counter() - t0
-    return best
+    test = trainer.fit()
+    return {"valid": trainer.stopper.best, "epoch": trainer.best_epoch, **{f"test_{k}": v for k, v in test.items()},
+            "train_seconds": time.perf_counter() - t0}
 
 
 @torch.no_grad()
@@ -173,7 +199,7 @@ def study_na(seeds, epochs):
         for seed in seeds:
             torch.manual_seed(seed)
             model = TinyViT(8, 1, dim, depth, lambda i: NeighborhoodAttention(dim, heads, (8, 8), k, stride=s))
-            accs.append(train_eval(model, data, epochs, seed=seed, desc=name)["test_acc"])
+            accs.append(train_eval(model, data, epochs, seed=seed)["test_acc"])
         # attention MACs per image: q.k and a.v over each query's window, all layers
         window = NeighborhoodAttention(dim, heads, (8, 8), k, stride=s)._get("mask", torch.device("cpu")).sum()
         macs = int(2 * window * dim * depth)
@@ -198,7 +224,7 @@ def study_moh(seeds, epochs, out: Path | None = None):
             else:
                 make = lambda i, s=shared, k=top_k: MoHRouted(dim, heads, s, k)       # noqa: E731
             model = TinyViT(8, 2, dim, depth, make)
-            results.append(train_eval(model, data, epochs, balance_coeff=coeff, seed=seed, desc=name))
+            results.append(train_eval(model, data, epochs, balance_coeff=coeff, seed=seed))
         row = {"model": name, "shared": shared, "top_k": top_k, "balance_coeff": coeff,
                "accs": [r["test_acc"] for r in results]}
         if shared is not None:
@@ -290,7 +316,7 @@ def study_care(seeds, epochs):
         for seed in seeds:
             torch.manual_seed(seed)
             model = care_nano(**kw)
-            accs.append(train_eval(model, data, epochs, seed=seed, desc=name)["test_acc"])
+            accs.append(train_eval(model, data, epochs, seed=seed)["test_acc"])
         model = care_nano(**kw).eval()
         params = sum(p.numel() for p in model.parameters())
         macs = count_macs(model, data["test"][0][:1])

@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from graphattn.config import CORE_OVERALL, load_yaml  # noqa: E402
 from graphattn.io import save_figure  # noqa: E402
+from graphattn.training import MemoryRun, Task, Trainer  # noqa: E402
 
 from vision.datasets.shapes_grounding import QuestionEncoder, GroundingSet, make_scene, COLOURS, SHAPES  # noqa: E402
 from vision.sab import SABGroundingNet, dice_loss, mask_iou  # noqa: E402
@@ -44,28 +45,53 @@ def evaluate(net, ds, shuffle=False, bs=250):
     return float(torch.cat(ious).mean()), float(torch.cat(wrong).mean())
 
 
+class GroundingTask(Task):
+    """Binary cross entropy plus Dice loss on the referred shape's mask; batches of 32 in the order of a
+    generator seeded with ``seed``; judged by the validation IoU. ``data``: ``{"train": set, "valid": set}``."""
+
+    metric = "iou"
+
+    def __init__(self, config, data, seed):
+        super().__init__(config, data)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def batches(self, phase):
+        ds, size = self.data["train"], int(self.config["train_batch_size"])
+        perm = torch.randperm(len(ds), generator=self.generator)
+        return [(ds.images[idx], ds.embeddings[idx], ds.masks[idx, :1])
+                for idx in (perm[i:i + size] for i in range(0, len(perm), size))]
+
+    def loss(self, model, batch, phase):
+        images, questions, target = batch
+        logits = model(images, questions)
+        return F.binary_cross_entropy_with_logits(logits, target) + dice_loss(logits, target), {}
+
+    def optimizers(self, model):
+        # torch's default (unfused) AdamW, as these figures were made with; build_optimizer's fused kernel rounds differently
+        return {"train": torch.optim.AdamW(model.parameters(), lr=self.config["learning_rate"],
+                                           weight_decay=self.config["weight_decay"])}
+
+    def evaluate(self, model, split):
+        iou, wrong = evaluate(model, self.data[split])
+        return {"iou": iou, "wrong_iou": wrong}
+
+    def state_dict(self):
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state):
+        self.generator.set_state(state["generator"])
+
+
 def train(net, train_set, valid_set, epochs, lr, seed):
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    steps = epochs * ((len(train_set) + 31) // 32)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
-    best, state = -1.0, None
-    for _ in tqdm(range(epochs), leave=False, disable=not sys.stderr.isatty()):
-        net.train()
-        perm = torch.randperm(len(train_set), generator=g)
-        for i in range(0, len(perm), 32):
-            idx = perm[i:i + 32]
-            logits = net(train_set.images[idx], train_set.embeddings[idx])
-            target = train_set.masks[idx, :1]
-            loss = F.binary_cross_entropy_with_logits(logits, target) + dice_loss(logits, target)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-        iou = evaluate(net, valid_set)[0]
-        if iou >= best:
-            best, state = iou, {k: v.clone() for k, v in net.state_dict().items()}
-    net.load_state_dict(state)
+    """AdamW (weight decay 1e-4), one-cycle schedule with 15 % warm-up; ``net`` ends with the weights of the
+    (first) epoch of best validation IoU."""
+    config = {**load_yaml(CORE_OVERALL), "epochs": epochs, "stopping_step": epochs, "optimizer": "adamw",
+              "learning_rate": lr, "weight_decay": 1e-4, "scheduler": "onecycle", "train_batch_size": 32,
+              "device": "cpu", "show_progress": sys.stderr.isatty()}
+    trainer = Trainer(config, GroundingTask(config, {"train": train_set, "valid": valid_set}, seed), net, run=MemoryRun())
+    trainer.schedules["train"].pct_start = 0.15
+    trainer.train()
+    net.load_state_dict(trainer.run.load("best.pt")["model"])
     return net
 
 
