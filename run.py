@@ -9,6 +9,7 @@ Config layers (later wins): graphattn/overall.yaml < the task's overall.yaml < m
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from typing import Sequence
 
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, help="registered model name, e.g. KGAT")
     parser.add_argument("--dataset", required=True, help="registered dataset name (or a directory, where the task reads one)")
     parser.add_argument("--config_files", nargs="+", default=[], metavar="FILE", help="YAML files applied in order after the defaults")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error in the data or the model")
     return parser
 
 
@@ -100,7 +102,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(exc)
 
     try:
-        final = Trainer.from_config(config, run).fit()
+        trainer = Trainer.from_config(config, run)
+    except (KeyboardInterrupt, *USER_ERRORS) as exc:
+        # nothing was trained: a folder made for this run holds nothing worth keeping
+        run.close()
+        if not config["resume"]:
+            shutil.rmtree(run.path, ignore_errors=True)
+        if isinstance(exc, KeyboardInterrupt):
+            return 130
+        if args.debug:
+            raise
+        return _error(f"{exc} (--debug shows the traceback)")
+    except Exception:
+        run.close()
+        if not config["resume"]:
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise
+
+    try:
+        final = trainer.fit()
     except KeyboardInterrupt:
         return 130  # the Trainer has logged where the run stopped and how to resume it
     except Exception as exc:

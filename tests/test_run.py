@@ -144,3 +144,17 @@ def test_setup_declares_bounded_dependencies():
     assert "recbole" not in names  # installed --no-deps by the Makefile
     for req in requires + extras["test"]:
         assert ">=" in req and "<" in req, f"unbounded requirement {req}"
+
+
+def test_a_run_that_fails_before_training_leaves_no_run_folder(tmp_saved, capsys):
+    # ntu-mutual26 needs files the user puts in place: the data error is one line and no folder stays behind
+    argv = ["--model", "LateFusionSkeleton", "--dataset", "ntu-mutual26", f"--checkpoint_dir={tmp_saved}"]
+    assert run.main(argv) == 2
+    err = capsys.readouterr().err
+    line = err.strip().splitlines()[-1]
+    assert "Traceback" not in err and line.startswith("error: ")
+    assert "ntu_skeleton_dir" in line and "--debug" in line
+    assert list(tmp_saved.iterdir()) == []
+    with pytest.raises(FileNotFoundError, match="ntu_skeleton_dir"):
+        run.main([*argv, "--debug"])
+    assert list(tmp_saved.iterdir()) == []
