@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from graphattn.config import CORE_OVERALL, load_yaml  # noqa: E402
 from graphattn.io import save_figure  # noqa: E402
+from graphattn.training import MemoryRun, Task, Trainer  # noqa: E402
 
 from vision.datasets.digits import load_digits_data  # noqa: E402
 from vision.overlock import OverLoCKNet  # noqa: E402
@@ -39,28 +40,52 @@ def accuracy(net, x, y):
         return float((torch.cat([net(x[i:i + 256]) for i in range(0, len(x), 256)]).argmax(-1) == y).float().mean())
 
 
+class DigitsTask(Task):
+    """Cross entropy on the main logits plus 0.4 times that on the auxiliary head; batches of 64 in the order
+    of a generator seeded with ``seed``; judged by the validation accuracy. ``data``: the digits splits."""
+
+    metric = "accuracy"
+
+    def __init__(self, config, data, seed):
+        super().__init__(config, data)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def batches(self, phase):
+        x, y = tensors(self.data.train)
+        size = int(self.config["train_batch_size"])
+        perm = torch.randperm(len(y), generator=self.generator)
+        return [(x[idx], y[idx]) for idx in (perm[i:i + size] for i in range(0, len(y), size))]
+
+    def loss(self, model, batch, phase):
+        x, y = batch
+        logits, aux, _ = model.forward_all(x)
+        return F.cross_entropy(logits, y) + 0.4 * F.cross_entropy(aux, y), {}
+
+    def optimizers(self, model):
+        # torch's default (unfused) AdamW, as these figures were made with; build_optimizer's fused kernel rounds differently
+        return {"train": torch.optim.AdamW(model.parameters(), lr=self.config["learning_rate"],
+                                           weight_decay=self.config["weight_decay"])}
+
+    def evaluate(self, model, split):
+        return {"accuracy": accuracy(model, *tensors(getattr(self.data, split)))}
+
+    def state_dict(self):
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state):
+        self.generator.set_state(state["generator"])
+
+
 def train(net, data, epochs, lr, seed):
-    (x, y), (xv, yv) = tensors(data.train), tensors(data.valid)
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.05)
-    steps = epochs * ((len(y) + 63) // 64)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
-    best, state = -1.0, None
-    for _ in tqdm(range(epochs), leave=False, disable=not sys.stderr.isatty()):
-        net.train()
-        perm = torch.randperm(len(y), generator=g)
-        for i in range(0, len(y), 64):
-            idx = perm[i:i + 64]
-            logits, aux, _ = net.forward_all(x[idx])
-            loss = F.cross_entropy(logits, y[idx]) + 0.4 * F.cross_entropy(aux, y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-        acc = accuracy(net, xv, yv)
-        if acc >= best:
-            best, state = acc, {k: v.clone() for k, v in net.state_dict().items()}
-    net.load_state_dict(state)
+    """AdamW (weight decay 0.05), one-cycle schedule with 10 % warm-up, no early stopping; ``net`` ends with
+    the weights of the last of the epochs of best validation accuracy (``best_on_tie: last``)."""
+    config = {**load_yaml(CORE_OVERALL), "epochs": epochs, "stopping_step": epochs, "best_on_tie": "last",
+              "optimizer": "adamw", "learning_rate": lr, "weight_decay": 0.05, "scheduler": "onecycle",
+              "train_batch_size": 64, "device": "cpu", "show_progress": sys.stderr.isatty()}
+    trainer = Trainer(config, DigitsTask(config, data, seed), net, run=MemoryRun())
+    trainer.schedules["train"].pct_start = 0.1
+    trainer.train()
+    net.load_state_dict(trainer.run.load("best.pt")["model"])
     return net
 
 

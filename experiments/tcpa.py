@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from graphattn.config import CORE_OVERALL, load_yaml  # noqa: E402
 from graphattn.io import save_figure  # noqa: E402
+from graphattn.training import MemoryRun, Task, Trainer  # noqa: E402
 
 from graphattn.interpret import capture_attention  # noqa: E402
 from vision.base import split_indices  # noqa: E402
@@ -54,32 +55,57 @@ def accuracy(model, data, bs=512):
     return float((pred == data[1]).float().mean())
 
 
-def fit(model, data, epochs, lr, seed, wd=0.0, aux=None, desc=""):
-    g = torch.Generator().manual_seed(seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=wd)
-    x, y = data["train"]
-    steps = epochs * ((len(y) + 63) // 64)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
-    best, best_state = -1.0, None
-    for _ in tqdm(range(epochs), desc=desc, leave=False, disable=not sys.stderr.isatty()):
-        model.train()
-        perm = torch.randperm(len(y), generator=g)
-        for i in range(0, len(y), 64):
-            idx = perm[i:i + 64]
-            if aux is None:
-                loss = F.cross_entropy(model(x[idx]), y[idx])
-            else:
-                logits, info = model.forward_info(x[idx])
-                loss = F.cross_entropy(logits, y[idx]) + aux * info["pull_loss"]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-        acc = accuracy(model, data["valid"])
-        if acc >= best:
-            best, best_state = acc, copy.deepcopy(model.state_dict())
-    model.load_state_dict(best_state)
+class DigitsTask(Task):
+    """Cross entropy (plus ``aux`` times the prompts' pull loss when given) on the trainable parameters;
+    batches of 64 in the order of a generator seeded with ``seed``; judged by the validation accuracy.
+    ``data``: ``{"train": (x, y), "valid": (x, y), ...}``."""
+
+    metric = "accuracy"
+
+    def __init__(self, config, data, seed, aux=None):
+        super().__init__(config, data)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.aux = aux
+
+    def batches(self, phase):
+        x, y = self.data["train"]
+        size = int(self.config["train_batch_size"])
+        perm = torch.randperm(len(y), generator=self.generator)
+        return [(x[idx], y[idx]) for idx in (perm[i:i + size] for i in range(0, len(y), size))]
+
+    def loss(self, model, batch, phase):
+        x, y = batch
+        if self.aux is None:
+            return F.cross_entropy(model(x), y), {}
+        logits, info = model.forward_info(x)
+        return F.cross_entropy(logits, y) + self.aux * info["pull_loss"], {}
+
+    def optimizers(self, model):
+        # torch's default (unfused) AdamW on the trainable parameters only, as these figures were made with
+        params = [p for p in model.parameters() if p.requires_grad]
+        return {"train": torch.optim.AdamW(params, lr=self.config["learning_rate"],
+                                           weight_decay=self.config["weight_decay"])}
+
+    def evaluate(self, model, split):
+        return {"accuracy": accuracy(model, self.data[split])}
+
+    def state_dict(self):
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state):
+        self.generator.set_state(state["generator"])
+
+
+def fit(model, data, epochs, lr, seed, wd=0.0, aux=None):
+    """AdamW on the trainable parameters, one-cycle schedule with 10 % warm-up, no early stopping; ``model``
+    ends with the weights of the last of the epochs of best validation accuracy (``best_on_tie: last``)."""
+    config = {**load_yaml(CORE_OVERALL), "epochs": epochs, "stopping_step": epochs, "best_on_tie": "last",
+              "optimizer": "adamw", "learning_rate": lr, "weight_decay": wd, "scheduler": "onecycle",
+              "train_batch_size": 64, "device": "cpu", "show_progress": sys.stderr.isatty()}
+    trainer = Trainer(config, DigitsTask(config, data, seed, aux), model, run=MemoryRun())
+    trainer.schedules["train"].pct_start = 0.1
+    trainer.train()
+    model.load_state_dict(trainer.run.load("best.pt")["model"])
     return model
 
 
@@ -107,7 +133,7 @@ def main():
     phases = digits_phases(0)
     torch.manual_seed(0)
     vit = SmallViT(image_size=8, patch_size=2, dim=64, depth=4, heads=4, num_classes=5)
-    fit(vit, phases["pre"], args.pretrain_epochs, 3e-3, 0, wd=0.05, desc="pretrain 0-4")
+    fit(vit, phases["pre"], args.pretrain_epochs, 3e-3, 0, wd=0.05)
     print(f"pretrained ViT on digits 0-4: test accuracy {accuracy(vit, phases['pre']['test']):.4f} "
           f"(train {len(phases['pre']['train'][1])}, test {len(phases['pre']['test'][1])})")
     tune = phases["tune"]
@@ -125,7 +151,7 @@ def main():
             net = PromptedViT(copy.deepcopy(vit), 5, method=method, pool_size=args.pool, topk=args.topk,
                               masking="post_softmax" if masking == "-" else masking,
                               random_warmup_steps=5 * steps_per_epoch if method == "tcpa" else 0)
-            fit(net, tune, args.epochs, args.lr, seed, aux=0.01, desc=f"{method}/{masking}/{seed}")
+            fit(net, tune, args.epochs, args.lr, seed, aux=0.01)
             accs.append(accuracy(net, tune["test"]))
             if method != "head":
                 div, weights, _ = analyse(net, x_probe)
@@ -142,7 +168,7 @@ def main():
         torch.manual_seed(100)
         net = PromptedViT(copy.deepcopy(vit), 5, method="tcpa", pool_size=args.pool, topk=args.topk,
                           random_warmup_steps=warm)
-        fit(net, tune, args.epochs, args.lr, 0, aux=0.01, desc=f"warmup {warm}")
+        fit(net, tune, args.epochs, args.lr, 0, aux=0.01)
         _, _, info = analyse(net, tune["test"][0])
         ent_c = np.mean([usage_entropy(sel[0], args.pool) for sel in info["selections"]])
         ent_i = np.mean([usage_entropy(sel[1], args.pool) for sel in info["selections"]])

@@ -7,7 +7,7 @@ and after the last one the validation split is evaluated; the best epoch by the 
 (model, optimisers, schedules, early stopping, counters, the task's samplers and the global random
 generators). After early stopping or the last epoch the best weights are reloaded and tested.
 
-Config keys (defaults in ``graphattn/overall.yaml``): epochs, eval_step, stopping_step, optimizer,
+Config keys (defaults in ``graphattn/overall.yaml``): epochs, eval_step, stopping_step, best_on_tie, optimizer,
 learning_rate, weight_decay, momentum, scheduler, warmup_epochs, grad_clip, show_progress, device, resume.
 """
 
@@ -79,7 +79,7 @@ class Trainer:
         self.grad_clip = float(config["grad_clip"])
         self.show_progress = bool(config["show_progress"])
         self.device = resolve_device(config["device"] if device is None else device)
-        self.stopper = EarlyStopping(config["stopping_step"], mode=task.mode)
+        self.stopper = EarlyStopping(config["stopping_step"], mode=task.mode, ties=config["best_on_tie"])
         names = task.metric_names()
         if names is not None and task.metric not in names:
             raise ValueError(f"valid_metric: '{task.metric}' is not computed by this run; choose one of {sorted(names)}")
