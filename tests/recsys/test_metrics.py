@@ -53,3 +53,22 @@ def test_metric_errors():
         compute_metrics(HITS, N_TRUE, [2], ["recal"])
     with pytest.raises(ValueError, match=r"k must be in \[1, 4\]"):
         recall(HITS, N_TRUE, 5)
+
+
+def test_ndcg_is_zero_for_a_user_without_relevant_items():
+    import numpy as np
+
+    from recsys.evaluation.metrics import ndcg
+    hits = np.zeros((3, 5), dtype=bool)
+    hits[1, 0] = True
+    out = ndcg(hits, np.array([0, 1, 0]), 5)
+    assert out.tolist() == [0.0, 1.0, 0.0]
+
+
+def test_several_unknown_metrics_each_get_a_suggestion():
+    import pytest
+
+    from recsys.evaluation.metrics import check_metric_names
+    with pytest.raises(ValueError) as info:
+        check_metric_names(["recal", "ndgc", "hit"])
+    assert str(info.value).endswith("; 'recal': did you mean 'recall'?; 'ndgc': did you mean 'ndcg'?")
