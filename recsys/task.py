@@ -8,14 +8,14 @@ official KGAT code does.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
 from graphattn.registry import get_dataset
-from graphattn.training import Task
+from graphattn.training import SizedBatches, Task
 
 from .evaluation import FullRankEvaluator
 from .models.base import RecModel
@@ -44,20 +44,6 @@ def build_evaluator(config: Mapping) -> FullRankEvaluator:
 def rank_metrics(config: Mapping) -> list[str]:
     """``<metric>@<k>`` for every configured metric and cut-off (what the evaluator returns)."""
     return [f"{m}@{k}" for m in config["metrics"] for k in config["topk"]]
-
-
-class _LongBatches:
-    """A sampler's numpy batches as tuples of long tensors (sized, so progress and schedules know the length)."""
-
-    def __init__(self, sampler: Iterable) -> None:
-        self.sampler = sampler
-
-    def __len__(self) -> int:
-        return len(self.sampler)
-
-    def __iter__(self) -> Iterator:
-        for batch in self.sampler:
-            yield _to_tensors(batch)
 
 
 def _to_tensors(batch):
@@ -93,8 +79,10 @@ class RecTask(Task):
     def optimizers(self, model: RecModel):
         return model.optimizers(self.config)
 
-    def batches(self, phase: str) -> _LongBatches:
-        return _LongBatches(self.samplers[phase])
+    def batches(self, phase: str) -> SizedBatches:
+        """The phase's sampler, its numpy batches as tuples of long tensors."""
+        sampler = self.samplers[phase]
+        return SizedBatches((_to_tensors(batch) for batch in sampler), len(sampler))
 
     def loss(self, model: RecModel, batch, phase: str):
         return model.training_step(phase, batch)

@@ -26,11 +26,12 @@ ONECYCLE_MAX_MOMENTUM = 0.95
 
 
 def build_optimizer(config: Mapping[str, Any], params: Iterable[torch.nn.Parameter], lr: float | None = None,
-                    weight_decay: float | None = None) -> torch.optim.Optimizer:
+                    weight_decay: float | None = None, fused: bool = True) -> torch.optim.Optimizer:
     """The optimiser named by ``config["optimizer"]`` over the parameters that require a gradient.
 
     Adam and AdamW use the fused kernel where this torch has one (the same update rule; on CPU several
-    times faster over large embedding tables). ``lr`` and ``weight_decay`` override the config's values.
+    times faster over large embedding tables; it rounds differently, so ``fused=False`` gives torch's default
+    kernel where earlier figures must repeat bit for bit). ``lr`` and ``weight_decay`` override the config's values.
     """
     params = [p for p in params if p.requires_grad]
     name = config["optimizer"]
@@ -41,6 +42,8 @@ def build_optimizer(config: Mapping[str, Any], params: Iterable[torch.nn.Paramet
     if name not in ("adam", "adamw"):
         raise ValueError(f"optimizer: expected one of {', '.join(OPTIMIZERS)}, got {name!r}")
     cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+    if not fused:
+        return cls(params, lr=lr, weight_decay=wd)
     try:
         return cls(params, lr=lr, weight_decay=wd, fused=True)
     except (RuntimeError, TypeError):

@@ -48,11 +48,14 @@ class Task:
         phases: names of the training phases run in order every epoch (default one phase, ``"train"``).
         model_base: the class every model of this task subclasses (checked by :meth:`build_model`).
         valid_split: the split that early stopping and model selection look at.
+        fused_optimizer: whether the default :meth:`optimizers` uses the fused Adam / AdamW kernel (faster,
+            rounds differently; ``False`` repeats figures made with torch's default kernel bit for bit).
     """
 
     phases: tuple[str, ...] = ("train",)
     model_base: type = nn.Module
     valid_split: str = "valid"
+    fused_optimizer: bool = True
 
     def __init__(self, config: Mapping[str, Any], data: Any = None) -> None:
         self.config = config
@@ -112,7 +115,7 @@ class Task:
 
     def optimizers(self, model: nn.Module) -> dict[str, torch.optim.Optimizer]:
         """One optimiser per phase; the default is a single one from the config keys, shared by all phases."""
-        opt = build_optimizer(self.config, model.parameters())
+        opt = build_optimizer(self.config, model.parameters(), fused=self.fused_optimizer)
         return {phase: opt for phase in self.phases}
 
     def end_epoch(self, model: nn.Module) -> None:
