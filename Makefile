@@ -6,7 +6,7 @@ PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 STAMP = $(VENV)/.installed
 
-.PHONY: run test bench mutate clean
+.PHONY: run test bench mutate clean results results-check
 
 $(STAMP): setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,19 @@ bench: $(STAMP)
 		[ -e "$$f" ] || continue; found=1; \
 		echo "== $$f"; $(PY) "$$f"; \
 	done; [ "$$found" = 1 ] || echo "no bench/*.py scripts"
+
+# Published figures (docs/results/<script>/): `make results` re-measures the quick ones and publishes them
+# (timings want an idle machine); `make results-check` re-runs every figure that takes under a minute and
+# prints published vs now with the tolerance (tools/results_check.py). Neither is part of CI.
+results: $(STAMP)
+	$(PY) bench/care.py --publish
+	$(PY) bench/moh.py --publish
+	$(PY) bench/gna.py --publish
+	$(PY) bench/attention.py --publish
+	$(PY) tools/results_check.py --publish "BPRMF ml-100k"
+
+results-check: $(STAMP)
+	$(PY) tools/results_check.py
 
 # Mutation testing (not part of CI; a full run takes well over an hour on 2 cores, so scope it with
 # MUTANTS=, see docs/testing.md). Scope and settings: [tool.mutmut] in

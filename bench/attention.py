@@ -1,12 +1,15 @@
 """Attention layer benchmark: our sparse path vs PyG's TransformerConv, and our dense vs sparse path.
 
-Each case runs in its own subprocess so that peak memory (``ru_maxrss`` growth over the set-up baseline) is
-measured per case. Both layers compute the same function (checked before timing: TransformerConv with
-``root_weight=False`` is exactly GraphAttention(score="dot", update="none") with the same weights).
+Times are measured in one process with the two implementations interleaved (``bench/timing.timings``:
+median of ``--repeats`` >= 5 rounds of forward + backward, min-max kept), so both see the same load; the
+headline is the ratio of medians. Peak memory (``ru_maxrss`` growth over the set-up baseline) is measured
+per implementation in its own subprocess. Both layers compute the same function (checked before timing:
+TransformerConv with ``root_weight=False`` is exactly GraphAttention(score="dot", update="none") with the
+same weights).
 
     python bench/attention.py                 # full sizes (100k nodes / 1M edges; 64/256/1024 tokens)
     python bench/attention.py --quick         # small sizes, for a smoke run
-Writes bench/results/attention.json.
+Writes ``attention.json`` to ``results/attention/`` (``--out``; ``--publish`` also to ``docs/results/attention/``).
 """
 from __future__ import annotations
 
@@ -21,9 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from graphattn.io import atomic_write_text  # noqa: E402
-
-from bench.timing import best_time  # noqa: E402
+from bench.timing import ratio, timings  # noqa: E402
+from graphattn.results import Results, add_output_args  # noqa: E402
 
 
 def _rss_mb() -> float:
@@ -32,7 +34,8 @@ def _rss_mb() -> float:
 
 
 
-def case_sparse(impl: str, nodes: int, edges: int, dim: int, heads: int, repeats: int) -> dict:
+def sparse_layers(nodes: int, edges: int, dim: int, heads: int):
+    """Our sparse layer and TransformerConv with the same weights, their input and edges."""
     import torch
     from torch_geometric.nn import TransformerConv
 
@@ -47,21 +50,17 @@ def case_sparse(impl: str, nodes: int, edges: int, dim: int, heads: int, repeats
         ref.lin_query.weight.copy_(ours.score.q.weight), ref.lin_query.bias.copy_(ours.score.q.bias)
         ref.lin_key.weight.copy_(ours.score.k.weight), ref.lin_key.bias.copy_(ours.score.k.bias)
         ref.lin_value.weight.copy_(ours.message.v.weight), ref.lin_value.bias.copy_(ours.message.v.bias)
-    layer = ours if impl == "ours" else ref
-    if impl == "ours":
-        small = torch.randint(0, 1000, (2, 5000))
-        xs = torch.randn(1000, dim)
-        assert torch.allclose(ours(xs, small), ref(xs, small), atol=1e-4), "layers differ"
-    base = _rss_mb()
+    small = torch.randint(0, 1000, (2, 5000))
+    xs = torch.randn(1000, dim)
+    assert torch.allclose(ours(xs, small), ref(xs, small), atol=1e-4), "layers differ"
 
-    def step():
-        out = layer(x, edge_index)
-        out.sum().backward()
-    t = best_time(step, repeats)
-    return {"seconds": t, "peak_mb": _rss_mb() - base}
+    def step(layer):
+        return lambda: layer(x, edge_index).sum().backward()
+    return {"ours": step(ours), "TransformerConv": step(ref)}
 
 
-def case_tokens(impl: str, tokens: int, dim: int, heads: int, batch: int, repeats: int) -> dict:
+def token_layers(tokens: int, dim: int, heads: int, batch: int):
+    """The same layer on a complete graph of ``tokens`` through the dense and the sparse path."""
     import torch
 
     from graphattn.attention import GraphAttention
@@ -70,65 +69,74 @@ def case_tokens(impl: str, tokens: int, dim: int, heads: int, batch: int, repeat
     torch.manual_seed(0)
     layer = GraphAttention(dim, dim, heads=heads)
     x = torch.randn(batch, tokens, dim, requires_grad=True)
-    if impl == "dense":
-        run = lambda: layer(x)
-    else:
-        edge_index = mask_to_edge_index(complete_mask(tokens).expand(batch, tokens, tokens))
-        run = lambda: layer(x.reshape(batch * tokens, dim), edge_index)
+    edge_index = mask_to_edge_index(complete_mask(tokens).expand(batch, tokens, tokens))
+    return {"dense": lambda: layer(x).sum().backward(),
+            "sparse": lambda: layer(x.reshape(batch * tokens, dim), edge_index).sum().backward()}
+
+
+def peak_memory(kind: str, impl: str, nums: list[int]) -> float:
+    """MB of peak RSS growth of one forward + backward of ``impl`` (run in this process: call via a subprocess)."""
+    fns = sparse_layers(*nums) if kind == "sparse" else token_layers(*nums)
     base = _rss_mb()
-
-    def step():
-        run().sum().backward()
-    t = best_time(step, repeats)
-    return {"seconds": t, "peak_mb": _rss_mb() - base}
+    fns[impl]()
+    return _rss_mb() - base
 
 
-def run_case(args: list[str]) -> dict:
+def run_case(args: list[str]) -> float:
+    """Peak MB of one case, measured in a fresh subprocess."""
     out = subprocess.run([sys.executable, __file__, "--case", *args], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--case", nargs="+")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--case", nargs="+", help=argparse.SUPPRESS)
+    add_output_args(parser, "attention")
     args = parser.parse_args()
     if args.case:
         kind, impl, *nums = args.case
-        nums = [int(v) for v in nums]
-        res = case_sparse(impl, *nums) if kind == "sparse" else case_tokens(impl, *nums)
-        print(json.dumps(res))
+        print(json.dumps({"peak_mb": peak_memory(kind, impl, [int(v) for v in nums])}))
         return
+    if args.repeats < 5:
+        parser.error(f"--repeats must be >= 5 (published timings are medians of at least 5), got {args.repeats}")
 
     import torch
-    nodes, edges, repeats = (10_000, 100_000, 2) if args.quick else (100_000, 1_000_000, 3)
+    nodes, edges = (10_000, 100_000) if args.quick else (100_000, 1_000_000)
     dim, heads = 64, 4
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
-    results = {"sparse_vs_pyg": {}, "dense_vs_sparse": {}}
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, median of {args.repeats} interleaved repeats")
+    results = {"repeats": args.repeats, "threads": torch.get_num_threads(), "sparse_vs_pyg": {}, "dense_vs_sparse": {}}
     print(f"\nSparse path vs torch_geometric TransformerConv: {nodes:,} nodes, {edges:,} edges, dim {dim}, "
           f"{heads} heads, forward+backward")
-    ours = run_case(["sparse", "ours", str(nodes), str(edges), str(dim), str(heads), str(repeats)])
-    ref = run_case(["sparse", "pyg", str(nodes), str(edges), str(dim), str(heads), str(repeats)])
-    results["sparse_vs_pyg"] = {"ours": ours, "TransformerConv": ref, "speed_ratio": ref["seconds"] / ours["seconds"]}
-    print(f"{'impl':<18}{'time (s)':>10}{'peak MB':>10}")
-    print(f"{'graphattn sparse':<18}{ours['seconds']:>10.3f}{ours['peak_mb']:>10.0f}")
-    print(f"{'TransformerConv':<18}{ref['seconds']:>10.3f}{ref['peak_mb']:>10.0f}")
-    print(f"speed ratio (TransformerConv time / ours): {ref['seconds'] / ours['seconds']:.2f}  (target >= 1.0)")
+    t = timings(sparse_layers(nodes, edges, dim, heads), args.repeats)
+    nums = [str(nodes), str(edges), str(dim), str(heads)]
+    mem = {impl: run_case(["sparse", impl, *nums]) for impl in t}
+    r = ratio(t["TransformerConv"], t["ours"])
+    results["sparse_vs_pyg"] = {"nodes": nodes, "edges": edges, "dim": dim, "heads": heads,
+                                **{impl: {**t[impl], "peak_mb": mem[impl]} for impl in t},
+                                "speed_ratio": r["median"], "speed_ratio_range": [r["low"], r["high"]]}
+    print(f"{'impl':<18}{'median s':>10}{'min-max s':>16}{'peak MB':>10}")
+    for impl, label in (("ours", "graphattn sparse"), ("TransformerConv", "TransformerConv")):
+        print(f"{label:<18}{t[impl]['median']:>10.3f}{t[impl]['min']:>8.3f}-{t[impl]['max']:<7.3f}{mem[impl]:>10.0f}")
+    print(f"speed ratio (TransformerConv time / ours): {r['median']:.2f} (range {r['low']:.2f}-{r['high']:.2f}; "
+          "target >= 1.0)")
 
     batch = 1
     print(f"\nDense vs sparse path on complete graphs (batch {batch}, dim {dim}, {heads} heads, forward+backward)")
     print(f"{'tokens':>7}{'dense (s)':>12}{'sparse (s)':>12}{'speed-up':>10}{'dense MB':>10}{'sparse MB':>11}")
     for n in ([64, 256] if args.quick else [64, 256, 1024]):
-        d = run_case(["tokens", "dense", str(n), str(dim), str(heads), str(batch), str(repeats + 2)])
-        s = run_case(["tokens", "sparse", str(n), str(dim), str(heads), str(batch), str(repeats + 2)])
-        results["dense_vs_sparse"][n] = {"dense": d, "sparse": s, "speedup": s["seconds"] / d["seconds"]}
-        print(f"{n:>7}{d['seconds']:>12.4f}{s['seconds']:>12.4f}{s['seconds'] / d['seconds']:>9.1f}x"
-              f"{d['peak_mb']:>10.0f}{s['peak_mb']:>11.0f}")
+        t = timings(token_layers(n, dim, heads, batch), args.repeats)
+        nums = [str(n), str(dim), str(heads), str(batch)]
+        mem = {impl: run_case(["tokens", impl, *nums]) for impl in t}
+        r = ratio(t["sparse"], t["dense"])
+        results["dense_vs_sparse"][n] = {**{impl: {**t[impl], "peak_mb": mem[impl]} for impl in t},
+                                         "speedup": r["median"], "speedup_range": [r["low"], r["high"]]}
+        print(f"{n:>7}{t['dense']['median']:>12.4f}{t['sparse']['median']:>12.4f}{r['median']:>9.1f}x"
+              f"{mem['dense']:>10.0f}{mem['sparse']:>11.0f}")
     print("target: dense >= 10x faster than sparse at 1024 tokens")
-    out = ROOT / "bench" / "results" / "attention.json"
-    atomic_write_text(out, json.dumps(results, indent=2))
-    print(f"\nwrote {out.relative_to(ROOT)}")
+    Results.from_args("attention", args).write_json("attention.json", results, seeds=[0])
 
 
 if __name__ == "__main__":

@@ -8,25 +8,27 @@ next to the paper's figures (7.3M, 0.7 GMACs).
 
     python bench/care.py
     python bench/care.py --device cuda
-Writes docs/img/care_bench_{cpu,cuda}.json and docs/img/care_scaling_{cpu,cuda}.png.
+
+Per side the three forms are timed interleaved (``bench/timing.timings``: median of ``--repeats`` >= 5
+rounds, min-max kept); the headline is the ratio softmax / linear of medians measured side by side.
+Writes ``care_bench_{cpu,cuda}.json`` and ``care_scaling_{cpu,cuda}.png`` to ``results/care/`` (``--out``;
+``--publish`` also to ``docs/results/care/``).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from graphattn.io import atomic_write_text, save_figure  # noqa: E402
-
-from bench.timing import best_time  # noqa: E402
+from bench.timing import ratio, timings  # noqa: E402
 
 import torch  # noqa: E402
 
 from graphattn.attention import GraphAttention  # noqa: E402
 from graphattn.attention.linear import LinearAttention  # noqa: E402
+from graphattn.results import Results, add_output_args  # noqa: E402
 from vision.care import care_s0, count_macs  # noqa: E402
 
 
@@ -38,11 +40,13 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--sides", default="16,32,64,96,128")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "img")
+    add_output_args(parser, "care")
     args = parser.parse_args()
+    if args.repeats < 5:
+        parser.error(f"--repeats must be >= 5 (published timings are medians of at least 5), got {args.repeats}")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     dev = args.device
@@ -63,7 +67,8 @@ def main() -> None:
 
     where = f"{args.threads} thread(s)" if dev == "cpu" else dev
     print(f"dim {args.dim}, heads {args.heads}, batch {args.batch}, {where}")
-    header = f"{'side':>5} {'tokens':>7} | {'linear ms':>9} {'star ms':>9} {'softmax ms':>10} | {'soft/linear':>11}"
+    header = (f"{'side':>5} {'tokens':>7} | {'linear ms':>9} {'star ms':>9} {'softmax ms':>10} | {'soft/linear':>11} "
+              f"{'(min-max)':>13}")
     print(header)
     print("-" * len(header))
     rows = []
@@ -71,12 +76,14 @@ def main() -> None:
         n = side * side
         x = torch.randn(args.batch, n, args.dim, device=dev)
         with torch.no_grad():
-            t_lin = best_time(lambda: lin(x, impl="fast"), args.repeats)
-            t_star = best_time(lambda: lin(x, impl="star"), args.repeats)
-            t_soft = best_time(lambda: soft(x), args.repeats)
-        rows.append({"side": side, "tokens": n, "linear_ms": t_lin * 1e3, "star_ms": t_star * 1e3,
-                     "softmax_ms": t_soft * 1e3})
-        print(f"{side:5d} {n:7d} | {t_lin * 1e3:9.2f} {t_star * 1e3:9.2f} {t_soft * 1e3:10.2f} | {t_soft / t_lin:11.1f}")
+            t = timings({"linear": lambda: lin(x, impl="fast"), "star": lambda: lin(x, impl="star"),
+                         "softmax": lambda: soft(x)}, args.repeats)
+        r = ratio(t["softmax"], t["linear"])
+        rows.append({"side": side, "tokens": n, **{f"{k}_ms": v["median"] * 1e3 for k, v in t.items()},
+                     **{f"{k}_ms_min_max": [v["min"] * 1e3, v["max"] * 1e3] for k, v in t.items()},
+                     "softmax_over_linear": r["median"], "softmax_over_linear_range": [r["low"], r["high"]]})
+        print(f"{side:5d} {n:7d} | {t['linear']['median'] * 1e3:9.2f} {t['star']['median'] * 1e3:9.2f} "
+              f"{t['softmax']['median'] * 1e3:10.2f} | {r['median']:11.1f} {r['low']:6.1f}-{r['high']:<6.1f}")
 
     model = care_s0().eval()
     params = sum(p.numel() for p in model.parameters())
@@ -85,11 +92,13 @@ def main() -> None:
     print(f"CARE-S0 (224x224): {params / 1e6:.2f}M parameters ({(params - head) / 1e6:.2f}M without the "
           f"distillation head), {macs / 1e9:.3f} GMACs; paper: 7.3M, 0.7 GMACs")
 
-    args.out.mkdir(parents=True, exist_ok=True)
+    out = Results.from_args("care", args)
     tag = "cpu" if dev == "cpu" else "cuda"
-    atomic_write_text(args.out / f"care_bench_{tag}.json", json.dumps({"device": dev, "threads": args.threads, "dim": args.dim, "heads": args.heads, "rows": rows,
-                   "care_s0": {"params": params, "params_without_dist_head": params - head, "macs": macs,
-                               "paper_params": 7.3e6, "paper_macs": 0.7e9}}, indent=1))
+    out.write_json(f"care_bench_{tag}.json", {
+        "device": dev, "threads": args.threads, "dim": args.dim, "heads": args.heads, "batch": args.batch,
+        "repeats": args.repeats, "rows": rows,
+        "care_s0": {"params": params, "params_without_dist_head": params - head, "macs": macs,
+                    "paper_params": 7.3e6, "paper_macs": 0.7e9}}, seeds=[0])
 
     import matplotlib
     matplotlib.use("Agg")
@@ -106,9 +115,8 @@ def main() -> None:
     ax.set_title(f"Linear vs softmax attention ({where})")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    save_figure(fig, args.out / f"care_scaling_{tag}.png", dpi=120)
+    out.save_figure(fig, f"care_scaling_{tag}.png", dpi=120)
     plt.close(fig)
-    print(f"wrote {args.out / f'care_bench_{tag}.json'} and {args.out / f'care_scaling_{tag}.png'}")
 
 
 if __name__ == "__main__":

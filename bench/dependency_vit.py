@@ -14,7 +14,10 @@ unpruned forward passes (eval mode, ``--batch`` images, median of repeats, seed 
 Checks (printed as PASS/FAIL, on the mean over seeds): full model > 95 % test accuracy; the Lite model within
 1 point of it; the pruned forward pass at least 10 % faster.
 
-    python bench/dependency_vit.py --epochs 40 --seeds 0 1 --set augment_shift=2 [--reuse] [--out bench/results/dependency_vit]
+    python bench/dependency_vit.py --epochs 40 --seeds 0 1 --set augment_shift=2 [--reuse] [--out DIR] [--publish]
+
+Writes ``result.json`` (and the training runs under ``<out>/runs``) to ``results/dependency_vit/`` (``--out``;
+``--publish`` copies the JSON to ``docs/results/dependency_vit/``).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import vision  # noqa: E402,F401
 from vision import dependency_vit  # noqa: E402,F401  (registers DependencyViT)
 from graphattn.config import Config, parse_cli_overrides  # noqa: E402
-from graphattn.io import atomic_write_text  # noqa: E402
+from graphattn.results import Results, add_output_args  # noqa: E402
 from graphattn.training import RunDir, Trainer, load_checkpoint, resolve_device  # noqa: E402
 from vision.task import VisionTask, evaluate_loader, load_data  # noqa: E402
 
@@ -102,18 +105,17 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--out", default="bench/results/dependency_vit")
+    add_output_args(parser, "dependency_vit")
     parser.add_argument("--prune", nargs="+", default=["1,2,3,4", "1,4"], help="one or more schedules: blocks in which to prune (default with depth 6: attention sees 64, 64, 54, 44, 34, 24 tokens; 24 are pooled); the first is timed")
     parser.add_argument("--reuse", action="store_true", help="reuse finished runs under --runs trained with the same config instead of retraining")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra config overrides, e.g. embed_dim=48 depth=4")
     parser.add_argument("--runs", default=None, help="checkpoint_dir of the training runs (default <out>/runs)")
     args = parser.parse_args()
-    runs = Path(args.runs) if args.runs else Path(args.out) / "runs"
+    results = Results.from_args("dependency_vit", args)
+    runs = Path(args.runs) if args.runs else results.dir / "runs"
     torch.set_num_threads(1)
-    out = Path(args.out)
     schedules = [[int(v) for v in sched.split(",")] for sched in args.prune]
     PRUNE = schedules[0]
-    out.mkdir(parents=True, exist_ok=True)
     overrides = parse_cli_overrides([f"--{kv}" for kv in args.set])
 
     per_seed, models, lites = {}, {}, {}
@@ -156,8 +158,8 @@ def main() -> int:
         "batch": args.batch,
         "epochs": args.epochs,
     }
-    atomic_write_text(out / "result.json", json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
+    results.write_json("result.json", result, seeds=args.seeds)
     checks = [
         ("full DependencyViT test accuracy > 0.95 (mean over seeds)", mean["full"] > 0.95),
         *((f"Lite pruning in blocks {sched} (trained with pruning) within 1 point of full (mean over seeds)",

@@ -8,26 +8,28 @@ attention next to two predictions: the FLOP bound ``N / prod(k)`` and NATTEN-Sim
     python bench/gna.py                  # 64x64 grid, 1 thread
     python bench/gna.py --quick          # 32x32, for a smoke run
     python bench/gna.py --device cuda --batch 8    # on a GPU
-Writes docs/img/gna_bench_{cpu,cuda}.json and docs/img/gna_speedup_{cpu,cuda}.png.
+
+Each row times full attention and every implementation interleaved (``bench/timing.timings``: median of
+``--repeats`` >= 5 rounds, min-max kept); speed-ups are ratios of medians measured side by side.
+Writes ``gna_bench_{cpu,cuda}.json`` and ``gna_speedup_{cpu,cuda}.png`` to ``results/gna/`` (``--out``;
+``--publish`` also to ``docs/results/gna/``).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from graphattn.io import atomic_write_text, save_figure  # noqa: E402
-
-from bench.timing import best_time  # noqa: E402
+from bench.timing import ratio, timings  # noqa: E402
 
 import torch  # noqa: E402
 
 from graphattn.attention.neighborhood import NeighborhoodAttention  # noqa: E402
 from graphattn.ops import neighborhood_mask  # noqa: E402
+from graphattn.results import Results, add_output_args  # noqa: E402
 
 GATHER_MAX_KEYS = 256  # the gather path materialises (N, K, H, D) keys and values; skip it above this
 
@@ -55,13 +57,11 @@ def run(side: int, dim: int, heads: int, windows, strides, tile: int, repeats: i
     x = torch.randn(batch, n, dim, device=device)
     rows = []
     full_layer = NeighborhoodAttention(dim, heads, (side, side), side).to(device)
-    with torch.no_grad():
-        t_full0 = t_full = best_time(lambda: full_layer.attn(x), repeats)
     where = f"{torch.get_num_threads()} thread(s)" if device == "cpu" else device
     print(f"grid {side}x{side} (N={n}), batch {batch}, dim {dim}, heads {heads}, {where}; "
-          f"full SDPA attention: {t_full * 1e3:.2f} ms")
-    header = (f"{'k':>3} {'s':>3} | {'masked ms':>9} {'gather ms':>9} {'block ms':>9} | {'x masked':>8} "
-              f"{'x gather':>8} {'x block':>8} | {'N/prod(k)':>9} {'tile pred':>9} {'block/bound':>11}")
+          f"median of {repeats} interleaved repeats per row")
+    header = (f"{'k':>3} {'s':>3} | {'full ms':>8} {'masked ms':>9} {'gather ms':>9} {'block ms':>9} | {'x masked':>8} "
+              f"{'x gather':>8} {'x block':>8} {'(min-max)':>11} | {'N/prod(k)':>9} {'tile pred':>9} {'block/bound':>11}")
     print(header)
     print("-" * len(header))
     for k in windows:
@@ -73,7 +73,6 @@ def run(side: int, dim: int, heads: int, windows, strides, tile: int, repeats: i
             small = k * k <= (GATHER_MAX_KEYS if device == "cpu" else 4 * GATHER_MAX_KEYS)
             # with stride 1 the block path is the gather path: both materialise (N, K) keys
             impls = ["masked"] + (["block"] if small or s > 1 else []) + (["gather"] if small else [])
-            times = {}
             with torch.no_grad():
                 if check:
                     ref = layer(x, impl="masked")
@@ -81,29 +80,36 @@ def run(side: int, dim: int, heads: int, windows, strides, tile: int, repeats: i
                         err = float((layer(x, impl=impl) - ref).abs().max())
                         if err > 1e-4:
                             raise RuntimeError(f"k={k} s={s}: {impl} differs from masked by {err}")
-                for impl in impls:
-                    times[impl] = best_time(lambda: layer(x, impl=impl), repeats)
-                # full attention timed again next to this row: on a shared machine the load drifts
-                t_full = min(t_full0, best_time(lambda: full_layer.attn(x), repeats))
+                # full attention is timed in the same rounds as this row's implementations
+                fns = {"full": lambda: full_layer.attn(x)}
+                fns.update({impl: (lambda impl=impl: layer(x, impl=impl)) for impl in impls})
+                times = timings(fns, repeats)
+            full = times.pop("full")
+            t_full = full["median"]
             bound = n / (k * k)
             pred = tile_prediction((side, side), k, s, tile)
+            speed = {i: ratio(full, t) for i, t in times.items()}
             row = {"kernel": k, "stride": s, "tokens": n, "full_ms": t_full * 1e3,
-                   **{f"{i}_ms": t * 1e3 for i, t in times.items()},
-                   **{f"speedup_{i}": t_full / t for i, t in times.items()},
-                   "flop_bound": bound, "tile_prediction": pred,
-                   "device": device, "block_fraction_of_bound": (t_full / times["block"]) / bound if "block" in times else None}
+                   "full_ms_min_max": [full["min"] * 1e3, full["max"] * 1e3],
+                   **{f"{i}_ms": t["median"] * 1e3 for i, t in times.items()},
+                   **{f"{i}_ms_min_max": [t["min"] * 1e3, t["max"] * 1e3] for i, t in times.items()},
+                   **{f"speedup_{i}": r["median"] for i, r in speed.items()},
+                   **{f"speedup_{i}_range": [r["low"], r["high"]] for i, r in speed.items()},
+                   "flop_bound": bound, "tile_prediction": pred, "device": device,
+                   "block_fraction_of_bound": speed["block"]["median"] / bound if "block" in times else None}
             rows.append(row)
             g = f"{row['gather_ms']:9.2f}" if "gather" in times else f"{'-':>9}"
             gx = f"{row['speedup_gather']:8.2f}" if "gather" in times else f"{'-':>8}"
             bl = f"{row['block_ms']:9.2f}" if "block" in times else f"{'-':>9}"
             bx = f"{row['speedup_block']:8.2f}" if "block" in times else f"{'-':>8}"
             bf = f"{row['block_fraction_of_bound']:11.2f}" if "block" in times else f"{'-':>11}"
-            print(f"{k:3d} {s:3d} | {row['masked_ms']:9.2f} {g} {bl} | "
-                  f"{row['speedup_masked']:8.2f} {gx} {bx} | {bound:9.1f} {pred:9.2f} {bf}")
+            br = ("{:5.1f}-{:<5.1f}".format(*row["speedup_block_range"]) if "block" in times else f"{'-':>11}")
+            print(f"{k:3d} {s:3d} | {t_full * 1e3:8.2f} {row['masked_ms']:9.2f} {g} {bl} | "
+                  f"{row['speedup_masked']:8.2f} {gx} {bx} {br:>11} | {bound:9.1f} {pred:9.2f} {bf}")
     return rows
 
 
-def plot(rows, path: Path, where: str) -> None:
+def plot(rows, out: Results, name: str, where: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -127,7 +133,7 @@ def plot(rows, path: Path, where: str) -> None:
     ax.set_title(f"GNA on a {int(math.sqrt(rows[0]['tokens']))}^2 grid ({where})")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    save_figure(fig, path, dpi=120)
+    out.save_figure(fig, name, dpi=120)
     plt.close(fig)
 
 
@@ -142,21 +148,22 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "img")
+    add_output_args(parser, "gna")
     args = parser.parse_args()
+    if args.repeats < 5:
+        parser.error(f"--repeats must be >= 5 (published timings are medians of at least 5), got {args.repeats}")
     torch.set_num_threads(args.threads)
     side = 32 if args.quick else args.side
     windows = [w for w in (64, 32, 16, 8) if w <= side]
     rows = run(side, args.dim, args.heads, windows, (1, 4, 8, 16, 32, 64), args.tile,
-               2 if args.quick else args.repeats, check=True, device=args.device, batch=args.batch)
-    args.out.mkdir(parents=True, exist_ok=True)
+               args.repeats, check=True, device=args.device, batch=args.batch)
+    out = Results.from_args("gna", args)
     tag = "cpu" if args.device == "cpu" else "cuda"
-    target = args.out / f"gna_bench_{tag}.json"
-    atomic_write_text(target, json.dumps({"device": args.device, "threads": args.threads, "batch": args.batch, "dim": args.dim,
-                   "heads": args.heads, "rows": rows}, indent=1))
+    out.write_json(f"gna_bench_{tag}.json", {"device": args.device, "threads": args.threads, "batch": args.batch,
+                                             "side": side, "dim": args.dim, "heads": args.heads,
+                                             "repeats": args.repeats, "rows": rows}, seeds=[0])
     where = f"CPU, {args.threads} thread" if tag == "cpu" else torch.cuda.get_device_name()
-    plot(rows, args.out / f"gna_speedup_{tag}.png", where)
-    print(f"wrote {target} and {args.out / f'gna_speedup_{tag}.png'}")
+    plot(rows, out, f"gna_speedup_{tag}.png", where)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ types of length L each, M = 20 categorical fields, 3 tasks, d = 16, 3 blocks / l
 
 Memory: on CUDA the peak allocated during the step (above what was allocated before it); on CPU the bytes
 of the tensors autograd keeps for the backward pass (distinct storages). Prints a table and the ratio of
-each cost to the previous length's (x10 in L: ~10 means linear, ~100 quadratic).
+each cost to the previous length's (x10 in L: ~10 means linear, ~100 quadratic). Times are medians of
+``--repeats`` >= 5 steps. Writes ``infnet_bench_{cpu,cuda}.json`` to ``results/infnet/`` (``--out``;
+``--publish`` also to ``docs/results/infnet/``).
 """
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
+
+from graphattn.results import Results, add_output_args  # noqa: E402
 
 import recsys.multitask  # noqa: E402,F401
 from graphattn.attention import GraphAttention  # noqa: E402
@@ -109,12 +113,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", type=int, nargs="+", default=[20, 200, 2000])
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip_explicit_above", type=int, default=10**9,
                         help="leave out the explicit full attention for longer sequences (memory)")
+    add_output_args(parser, "infnet")
     args = parser.parse_args()
+    if args.repeats < 5:
+        parser.error(f"--repeats must be >= 5 (published timings are medians of at least 5), got {args.repeats}")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f"device {device}, batch {args.batch}, F=3 behaviour types of length L, M=20 fields, 3 tasks, d=16")
@@ -141,11 +148,18 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.empty_cache()
     print("\ngrowth per x10 in L (time, memory):")
+    growth = {}
     for name in dict.fromkeys(r[0] for r in rows):
         mine = [r for r in rows if r[0] == name]
-        parts = [f"L {a[1]}->{b[1]}: time x{b[2] / a[2]:.1f}, memory x{b[3] / max(a[3], 1):.1f}"
-                 for a, b in zip(mine, mine[1:])]
+        growth[name] = [{"from": a[1], "to": b[1], "time": b[2] / a[2], "memory": b[3] / max(a[3], 1)}
+                        for a, b in zip(mine, mine[1:])]
+        parts = [f"L {g['from']}->{g['to']}: time x{g['time']:.1f}, memory x{g['memory']:.1f}" for g in growth[name]]
         print(f"  {name:22s} " + "; ".join(parts))
+    tag = "cpu" if device.type == "cpu" else "cuda"
+    Results.from_args("infnet", args).write_json(f"infnet_bench_{tag}.json", {
+        "device": str(device), "threads": args.threads, "batch": args.batch, "repeats": args.repeats,
+        "rows": [{"model": n, "length": L, "seconds": sec, "memory_bytes": mem} for n, L, sec, mem in rows],
+        "growth": growth}, seeds=[0])
 
 
 if __name__ == "__main__":

@@ -12,7 +12,10 @@ code. Both use the official batch sizes and the same data; each runs in its own 
                                                # 20 batches each, extrapolated to the epoch's batch counts
     python bench/kgat.py --device cuda         # the same on a GPU (the issue's targets are for 2 CPU cores)
     python bench/kgat.py --set train_batch_size=4096   # a non-official schedule (4x fewer CF propagations)
-Writes bench/results/kgat-<scale>[-cuda][-<overrides>].json.
+
+``--repeats`` rounds (default 5) run the implementations alternately, each round in fresh processes; every
+figure printed is the median over rounds (min-max in the JSON). Writes ``kgat-<scale>[-cuda][-<overrides>].json``
+to ``results/kgat/`` (``--out``; ``--publish`` also to ``docs/results/kgat/``).
 """
 from __future__ import annotations
 
@@ -28,7 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from graphattn.io import atomic_write_text  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from graphattn.results import Results, add_output_args  # noqa: E402
 
 AMAZON = dict(n_users=70_679, n_items=24_915, n_other=88_572, n_relations=39, n_triples=2_557_746,
               n_inter=650_000)
@@ -230,6 +235,21 @@ def case(impl: str, scale: str, batches: int | None, device: str = "cpu", overri
     return res
 
 
+def _median_run(runs: list[dict]) -> dict:
+    """Per key, the median over rounds of numeric figures (the first round's value for the others)."""
+    out = {}
+    for key, value in runs[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            vals = sorted(r[key] for r in runs)
+            n = len(vals)
+            out[key] = vals[n // 2] if n % 2 else 0.5 * (vals[n // 2 - 1] + vals[n // 2])
+            if n > 1:
+                out[f"{key}_min_max"] = [vals[0], vals[-1]]
+        else:
+            out[key] = value
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", choices=["ml-100k", "amazon"], default="ml-100k")
@@ -239,7 +259,9 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="KGAT config overrides for both implementations, e.g. train_batch_size=4096 (a "
                              "non-official schedule: the issue's targets are for the official batch sizes)")
-    parser.add_argument("--case", nargs=2, metavar=("IMPL", "SCALE"))
+    parser.add_argument("--repeats", type=int, default=5, help="rounds of (ours, reference) epochs; medians are printed")
+    parser.add_argument("--case", nargs=2, metavar=("IMPL", "SCALE"), help=argparse.SUPPRESS)
+    add_output_args(parser, "kgat")
     args = parser.parse_args()
     from graphattn.config import parse_cli_overrides
     overrides = parse_cli_overrides([f"--{item}" for item in args.set])
@@ -253,15 +275,20 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.device} ({where}), scale {args.scale}"
           + (f", {args.batches} batches per phase extrapolated" if args.batches else ", full epoch")
           + (f", overrides {overrides}" if overrides else ""))
-    results = {}
-    for impl in (["ours"] if args.skip_reference else ["ours", "reference"]):
-        cmd = [sys.executable, __file__, "--case", impl, args.scale, "--device", args.device] + (
-            ["--batches", str(args.batches)] if args.batches else []) + (["--set", *args.set] if args.set else [])
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-        if proc.returncode:
-            print(proc.stderr[-2000:])
-            raise SystemExit(f"{impl} failed")
-        results[impl] = json.loads(proc.stdout.strip().splitlines()[-1])
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    impls = ["ours"] if args.skip_reference else ["ours", "reference"]
+    runs: dict[str, list[dict]] = {impl: [] for impl in impls}
+    for _ in tqdm(range(args.repeats), desc="rounds", disable=args.repeats == 1):
+        for impl in impls:   # alternate, so that both see the same drift of a shared machine's load
+            cmd = [sys.executable, __file__, "--case", impl, args.scale, "--device", args.device] + (
+                ["--batches", str(args.batches)] if args.batches else []) + (["--set", *args.set] if args.set else [])
+            proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+            if proc.returncode:
+                print(proc.stderr[-2000:])
+                raise SystemExit(f"{impl} failed")
+            runs[impl].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    results = {impl: _median_run(rs) for impl, rs in runs.items()}
     ours, ref = results["ours"], results.get("reference")
     total = lambda r: r["cf"] + r["kg"] + r["refresh"]
     print(f"\nOne KGAT epoch: {ours['n_cf_batches']} CF batches, {ours['n_kg_batches']} KG batches, then the attention refresh")
@@ -285,9 +312,11 @@ def main() -> None:
           f"(recall@20 {ours['eval_exact_recall@20']:.4f} vs {ours['eval_faiss_recall@20']:.4f})")
     suffix = ("" if args.device == "cpu" else f"-{args.device.replace(':', '')}") + "".join(
         f"-{k}{v}" for k, v in overrides.items())
-    out = ROOT / "bench" / "results" / f"kgat-{args.scale}{suffix}.json"
-    atomic_write_text(out, json.dumps(results, indent=2))
-    print(f"wrote {out.relative_to(ROOT)}")
+    payload = {"scale": args.scale, "device": args.device, "batches": args.batches, "overrides": overrides,
+               "repeats": args.repeats, **results,
+               "epoch_speedup": None if ref is None else total(ref) / total(ours),
+               "runs": runs}
+    Results.from_args("kgat", args).write_json(f"kgat-{args.scale}{suffix}.json", payload, seeds=[0])
 
 
 if __name__ == "__main__":

@@ -8,43 +8,28 @@ tokens and prints the measured active fraction next to the time ratio routed / M
     python bench/moh.py            # B=2, N=1024 tokens, dim 128, 8 heads, 1 thread
     python bench/moh.py --quick
     python bench/moh.py --device cuda --batch 16 --tokens 4096
-Writes docs/img/moh_bench_{cpu,cuda}.json and docs/img/moh_time_{cpu,cuda}.png.
+
+The three layers are timed interleaved (``bench/timing.timings``: median of ``--repeats`` >= 5 rounds, min-max
+kept); the headline is the ratio routed / MHA of medians. Writes ``moh_bench_{cpu,cuda}.json`` and
+``moh_time_{cpu,cuda}.png`` to ``results/moh/`` (``--out``; ``--publish`` also to ``docs/results/moh/``).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from graphattn.io import atomic_write_text, save_figure  # noqa: E402
-
-from bench.timing import best_time  # noqa: E402
+from bench.timing import ratio, timings  # noqa: E402
 
 import torch  # noqa: E402
 
 from graphattn.attention import GraphAttention  # noqa: E402
 from graphattn.attention.moh import MoHAttention  # noqa: E402
+from graphattn.results import Results, add_output_args  # noqa: E402
 
 
-
-
-def _interleaved(fns, repeats: int) -> list[float]:
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    best = [float("inf")] * len(fns)
-    for fn in fns:
-        fn()
-    sync()
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            best[i] = min(best[i], time.perf_counter() - t0)
-    return best
 
 
 def main() -> None:
@@ -57,8 +42,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "img")
+    add_output_args(parser, "moh")
     args = parser.parse_args()
+    if args.repeats < 5:
+        parser.error(f"--repeats must be >= 5 (published timings are medians of at least 5), got {args.repeats}")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     n = 256 if args.quick else args.tokens
@@ -66,12 +53,10 @@ def main() -> None:
     dev = args.device
     x = torch.randn(args.batch, n, args.dim, device=dev)
     mha = GraphAttention(args.dim, args.dim, h).to(dev)
-    with torch.no_grad():
-        t_mha = best_time(lambda: mha(x), args.repeats)
     where = f"{args.threads} thread(s)" if dev == "cpu" else dev
-    print(f"B={args.batch}, N={n}, dim={args.dim}, heads={h}, {where}; MHA forward {t_mha * 1e3:.2f} ms")
-    header = (f"{'shared':>6} {'top_k':>5} | {'active':>6} | {'dense ms':>8} {'routed ms':>9} | "
-              f"{'routed/MHA':>10} {'dense/MHA':>9}")
+    print(f"B={args.batch}, N={n}, dim={args.dim}, heads={h}, {where}; median of {args.repeats} interleaved repeats")
+    header = (f"{'shared':>6} {'top_k':>5} | {'active':>6} | {'MHA ms':>7} {'dense ms':>8} {'routed ms':>9} | "
+              f"{'routed/MHA':>10} {'(min-max)':>11} {'dense/MHA':>9}")
     print(header)
     print("-" * len(header))
     configs = [(0, k) for k in (1, 2, 4, 6, 8)] + [(2, k) for k in (1, 2, 4)] + [(4, 2)]
@@ -88,19 +73,24 @@ def main() -> None:
             if err > 1e-4:
                 raise RuntimeError(f"routed differs from dense by {err}")
             # the three layers timed round-robin so that they see the same (drifting) load of a shared machine
-            t_mha, t_dense, t_routed = _interleaved([lambda: mha(x), lambda: moh(x, impl="dense"),
-                                                     lambda: moh(x, impl="routed")], args.repeats)
+            t = timings({"mha": lambda: mha(x), "dense": lambda: moh(x, impl="dense"),
+                         "routed": lambda: moh(x, impl="routed")}, args.repeats)
         frac = float(routing.active_fraction)
-        row = {"shared": shared, "top_k": top_k, "active_fraction": frac, "mha_ms": t_mha * 1e3,
-               "dense_ms": t_dense * 1e3, "routed_ms": t_routed * 1e3,
-               "routed_over_mha": t_routed / t_mha, "dense_over_mha": t_dense / t_mha}
+        routed, dense_r = ratio(t["routed"], t["mha"]), ratio(t["dense"], t["mha"])
+        row = {"shared": shared, "top_k": top_k, "active_fraction": frac,
+               **{f"{k}_ms": v["median"] * 1e3 for k, v in t.items()},
+               **{f"{k}_ms_min_max": [v["min"] * 1e3, v["max"] * 1e3] for k, v in t.items()},
+               "routed_over_mha": routed["median"], "routed_over_mha_range": [routed["low"], routed["high"]],
+               "dense_over_mha": dense_r["median"], "dense_over_mha_range": [dense_r["low"], dense_r["high"]]}
         rows.append(row)
-        print(f"{shared:6d} {top_k:5d} | {frac:6.3f} | {t_dense * 1e3:8.2f} {t_routed * 1e3:9.2f} | "
-              f"{t_routed / t_mha:10.2f} {t_dense / t_mha:9.2f}")
-    args.out.mkdir(parents=True, exist_ok=True)
+        print(f"{shared:6d} {top_k:5d} | {frac:6.3f} | {row['mha_ms']:7.2f} {row['dense_ms']:8.2f} "
+              f"{row['routed_ms']:9.2f} | {routed['median']:10.2f} {routed['low']:5.2f}-{routed['high']:<5.2f} "
+              f"{dense_r['median']:9.2f}")
+    out = Results.from_args("moh", args)
     tag = "cpu" if dev == "cpu" else "cuda"
-    atomic_write_text(args.out / f"moh_bench_{tag}.json", json.dumps({"device": dev, "threads": args.threads, "batch": args.batch, "tokens": n, "dim": args.dim,
-                   "heads": h, "rows": rows}, indent=1))
+    out.write_json(f"moh_bench_{tag}.json", {"device": dev, "threads": args.threads, "batch": args.batch, "tokens": n,
+                                             "dim": args.dim, "heads": h, "repeats": args.repeats, "rows": rows},
+                   seeds=[0])
 
     import matplotlib
     matplotlib.use("Agg")
@@ -116,9 +106,8 @@ def main() -> None:
     ax.set_title(f"MoH forward, {where} (B={args.batch}, N={n}, {h} heads)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    save_figure(fig, args.out / f"moh_time_{tag}.png", dpi=120)
+    out.save_figure(fig, f"moh_time_{tag}.png", dpi=120)
     plt.close(fig)
-    print(f"wrote {args.out / f'moh_bench_{tag}.json'} and {args.out / f'moh_time_{tag}.png'}")
 
 
 if __name__ == "__main__":

@@ -1,19 +1,17 @@
 """What the one Trainer costs on top of a bare training loop: one KGAT epoch on ml-100k, both ways, one process.
 
-    python bench/trainer_overhead.py [--repeats 3] [--threads 1] [--model KGAT] [--dataset ml-100k]
+    python bench/trainer_overhead.py [--repeats 5] [--threads 1] [--model KGAT] [--dataset ml-100k]
 
 "bare" is the loop a model file alone implies (each phase's sampler -> ``model.training_step`` -> backward
 -> its optimiser -> ``on_epoch_end``); "trainer" is ``Trainer.train_epoch()`` (the same work plus batch
 conversion and moving, finiteness check, schedules, progress bookkeeping). Both start from the same seed,
 so both compute the same losses (checked). Repeats alternate the two; the table prints the median and
-min-max of wall and CPU seconds and the ratio of medians. Writes bench/results/trainer_overhead.json.
+min-max of wall and CPU seconds and the ratio of medians. Writes ``trainer_overhead.json`` to
+``results/trainer_overhead/`` (``--out``; ``--publish`` also to ``docs/results/trainer_overhead/``).
 """
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -26,7 +24,7 @@ import torch  # noqa: E402
 
 import recsys  # noqa: E402,F401
 from graphattn.config import Config  # noqa: E402
-from graphattn.io import atomic_write_text  # noqa: E402
+from graphattn.results import Results, add_output_args  # noqa: E402
 from graphattn.training import Trainer, move_to, seed_everything  # noqa: E402
 from recsys.task import _to_tensors  # noqa: E402
 
@@ -72,10 +70,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="KGAT")
     parser.add_argument("--dataset", default="ml-100k")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "trainer_overhead.json"))
+    add_output_args(parser, "trainer_overhead")
     args = parser.parse_args()
+    if args.repeats < 5:
+        parser.error(f"--repeats must be >= 5 (published timings are medians of at least 5), got {args.repeats}")
     torch.set_num_threads(args.threads)
     config = Config(args.model, args.dataset, config_dict={"show_progress": False, "device": "cpu", "log_level": "WARNING"})
     rows = {"bare": [], "trainer": []}
@@ -98,11 +98,9 @@ def main() -> None:
               f"         {statistics.median(cpu):6.2f} ({min(cpu):.2f}-{max(cpu):.2f})")
     ratio = summary["trainer"]["cpu_median"] / summary["bare"]["cpu_median"]
     print(f"trainer / bare, median cpu seconds: {ratio:.3f}")
-    result = {"model": args.model, "dataset": args.dataset, "repeats": rows, "summary": summary,
-              "ratio_cpu_median": ratio, "machine": {"cores": os.cpu_count(), "torch_threads": args.threads,
-                                                     "torch": torch.__version__, "python": platform.python_version()}}
-    atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    Results.from_args("trainer_overhead", args).write_json("trainer_overhead.json", {
+        "model": args.model, "dataset": args.dataset, "threads": args.threads, "repeats": rows, "summary": summary,
+        "ratio_cpu_median": ratio}, seeds=[int(config["seed"])])
 
 
 if __name__ == "__main__":
