@@ -269,11 +269,18 @@ class PathExplainer:
             node_kinds=tuple(self.node_kind(int(n)) for n in nodes))
 
 
-def explain(model, data, user: int, item: int, max_hops: int = 3, top: int = 5) -> list[ExplanationPath]:
+def explain(model, data, user, item, max_hops: int = 3, top: int = 5, ids: str = "raw") -> list[ExplanationPath]:
     """The ``top`` attention paths explaining why ``model`` (KGAT) recommends ``item`` to ``user``.
 
-    See the module docstring; for many queries on one model build a :class:`PathExplainer` once.
+    ``ids="raw"`` (default): ``user`` and ``item`` are the dataset's own ids, as :meth:`Recommender.recommend`
+    takes and returns them; ``ids="internal"``: 0-based indices. See the module docstring; for many queries
+    on one model build a :class:`PathExplainer` once (it takes internal indices).
     """
+    from .export import _check_ids
+
+    _check_ids(ids)
+    if ids == "raw":
+        user, item = int(data.user_index([user])[0]), int(data.item_index([item])[0])
     return PathExplainer(model, data).explain(user, item, max_hops=max_hops, top=top)
 
 

@@ -3,7 +3,7 @@
     model, data, config = load_run("saved/KGAT-planted-kg-20261129-193000")
     export_index(model, data, "saved/kgat_items.faiss", index="Flat")
     rec = Recommender.from_run("saved/KGAT-planted-kg-20261129-193000", backend="faiss")
-    items, scores = rec.recommend([0, 5], k=10)          # training items excluded
+    items, scores = rec.recommend(["0", "5"], k=10)      # raw ids in and out; training items excluded
 
 A run folder is what ``run.py`` / :class:`graphattn.training.RunDir` writes: ``config.yaml`` (the merged config)
 and ``best.pt`` (``{"model": state_dict, ...}``). The dataset is rebuilt from the config (the loaders are
@@ -113,9 +113,18 @@ class Recommender:
         model, data, config = load_run(run_folder, checkpoint=checkpoint)
         return cls(model, data, backend=backend, index=index, index_path=index_path, config=config)
 
-    def recommend(self, user_ids, k: int = 10, exclude_train: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """``(items (Q, k) int64, scores (Q, k) float64)``, best first; ties by item id; slots beyond the
-        items left after exclusion are item -1, score -inf."""
+    def recommend(self, user_ids, k: int = 10, exclude_train: bool = True,
+                  ids: str = "raw") -> tuple[np.ndarray, np.ndarray]:
+        """``(items (Q, k), scores (Q, k) float64)``, best first; ties by item index.
+
+        ``ids="raw"`` (default): users are the dataset's own ids (RecBole tokens, the numbers in
+        ``train.txt``; str or int) and items come back as raw ids (str), ``""`` for slots beyond the items
+        left after exclusion. ``ids="internal"``: 0-based indices in and out, item -1 for those slots.
+        Their score is -inf either way."""
+        _check_ids(ids)
+        if ids == "raw":
+            items, scores = self.recommend(self.data.user_index(user_ids), k, exclude_train, ids="internal")
+            return self.data.item_raw(items), scores
         ids = np.asarray(user_ids, dtype=np.int64).reshape(-1)
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a positive int, got {k!r}")
@@ -125,8 +134,10 @@ class Recommender:
         return self.retriever.recommend(ids, k=int(k), exclude=exclude)
 
     def item_names(self, items: np.ndarray) -> np.ndarray:
-        """Tokens of item ids (original ids from the dataset files); ``""`` for the -1 padding."""
-        tokens = self.data.item_tokens
-        items = np.asarray(items)
-        names = np.where(items >= 0, items, 0).astype(str) if tokens is None else np.asarray(tokens)[np.maximum(items, 0)]
-        return np.where(items >= 0, names, "")
+        """Raw ids of internal item indices; ``""`` for the -1 padding (``data.item_raw``)."""
+        return self.data.item_raw(items)
+
+
+def _check_ids(ids: str) -> None:
+    if ids not in ("raw", "internal"):
+        raise ValueError(f"ids must be 'raw' (the dataset's own ids) or 'internal' (0-based indices), got {ids!r}")

@@ -11,6 +11,7 @@ Index spaces (all contiguous, starting at 0):
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,6 +145,46 @@ class RecDataset:
                 f"{s['n_entities']} entities, {s['n_relations']} relations, "
                 f"train/valid/test {s['n_train']}/{s['n_valid']}/{s['n_test']}, "
                 f"{s['n_triples']} triples)")
+
+    # ------------------------------------------------------------------ raw ids (dataset tokens) <-> indices
+    def _tokens(self, kind: str) -> np.ndarray:
+        tokens = self.user_tokens if kind == "user" else self.item_tokens
+        n = self.n_users if kind == "user" else self.n_items
+        return np.arange(n).astype(str) if tokens is None else np.asarray(tokens).astype(str)
+
+    def _index_of(self, kind: str, raw) -> np.ndarray:
+        cache = self._csr_cache.setdefault(f"_{kind}_index", {})
+        if not cache:
+            cache.update({str(tok): i for i, tok in enumerate(self._tokens(kind))})
+        raw = np.asarray(raw, dtype=object).reshape(-1)
+        out = np.empty(len(raw), dtype=np.int64)
+        for j, tok in enumerate(raw):
+            key = str(tok)
+            if key not in cache:
+                near = difflib.get_close_matches(key, list(cache), n=3)
+                hint = f"; did you mean {', '.join(map(repr, near))}?" if near else ""
+                raise KeyError(f"unknown {kind} id {key!r} in dataset '{self.name}' ({len(cache)} {kind}s; ids are "
+                               f"the dataset's raw ids, pass ids='internal' for 0-based indices){hint}")
+            out[j] = cache[key]
+        return out
+
+    def user_index(self, raw) -> np.ndarray:
+        """Internal indices of raw user ids (the dataset's own ids / RecBole tokens); ``KeyError`` names an unknown id."""
+        return self._index_of("user", raw)
+
+    def item_index(self, raw) -> np.ndarray:
+        """Internal indices of raw item ids; ``KeyError`` names an unknown id."""
+        return self._index_of("item", raw)
+
+    def user_raw(self, index) -> np.ndarray:
+        """Raw ids (str) of internal user indices."""
+        return self._tokens("user")[np.asarray(index, dtype=np.int64)]
+
+    def item_raw(self, index) -> np.ndarray:
+        """Raw ids (str) of internal item indices; ``""`` for the padding index -1."""
+        index = np.asarray(index, dtype=np.int64)
+        names = self._tokens("item")[np.maximum(index, 0)]
+        return np.where(index >= 0, names, "")
 
     def equals(self, other: "RecDataset") -> bool:
         """Exact equality of counts, splits, KG and names (used by round-trip tests)."""

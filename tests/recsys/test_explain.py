@@ -68,7 +68,7 @@ def test_hand_chosen_path_is_the_top_one(tiny):
     # user ann <- item i1 <-genre- genreB <-genre^-1- item i3  (edge ids: interact 0, genre 1, genre^-1 3)
     chosen = [(1, user_node, 0), (5, 1, 1), (3, 5, 3)]
     set_path_weights(model, chosen)
-    paths = explain(model, tiny, user=0, item=3, max_hops=3, top=5)
+    paths = explain(model, tiny, user="ann", item="i3", max_hops=3, top=5)   # raw ids
     assert paths[0].nodes == (user_node, 1, 5, 3)
     assert paths[0].relation_labels == ("interact", "genre", "genre^-1")
     assert paths[0].node_names == ("user ann", "item i1", "genreB", "item i3")
@@ -86,9 +86,9 @@ def test_changing_the_weights_changes_the_explanation(tiny):
     model = KGAT(CFG, tiny)
     u = tiny.n_entities
     set_path_weights(model, [(0, u, 0), (4, 0, 1), (3, 4, 3)])
-    assert explain(model, tiny, 0, 3)[0].nodes == (u, 0, 4, 3)
+    assert explain(model, tiny, 0, 3, ids="internal")[0].nodes == (u, 0, 4, 3)
     set_path_weights(model, [(1, u, 0), (u + 1, 1, 2), (3, u + 1, 0)])
-    assert explain(model, tiny, 0, 3)[0].nodes == (u, 1, u + 1, 3)
+    assert explain(model, tiny, 0, 3, ids="internal")[0].nodes == (u, 1, u + 1, 3)
 
 
 def test_scores_are_products_of_real_edge_weights_and_match_brute_force(small_planted):
@@ -120,8 +120,8 @@ def test_scores_are_products_of_real_edge_weights_and_match_brute_force(small_pl
 
 def test_unreachable_item_has_no_path(tiny):
     model = KGAT(CFG, tiny)
-    assert explain(model, tiny, user=0, item=3, max_hops=1) == []    # 3 is not a training item of user 0
-    assert explain(model, tiny, user=0, item=1, max_hops=1)[0].nodes == (tiny.n_entities, 1)
+    assert explain(model, tiny, user=0, item=3, max_hops=1, ids="internal") == []    # 3 is not a training item of user 0
+    assert explain(model, tiny, user="ann", item="i1", max_hops=1)[0].nodes == (tiny.n_entities, 1)
 
 
 def test_end_to_end_mode_uses_fresh_attention(tiny):
@@ -135,9 +135,15 @@ def test_end_to_end_mode_uses_fresh_attention(tiny):
 def test_bad_arguments(tiny):
     model = KGAT(CFG, tiny)
     with pytest.raises(ValueError, match="user 5"):
-        explain(model, tiny, user=5, item=0)
+        explain(model, tiny, user=5, item=0, ids="internal")
     with pytest.raises(ValueError, match="item 4"):
-        explain(model, tiny, user=0, item=4)     # entity 4 is not an item
+        explain(model, tiny, user=0, item=4, ids="internal")     # entity 4 is not an item
+    with pytest.raises(KeyError, match="unknown item id 'genreA'"):
+        explain(model, tiny, user="ann", item="genreA")          # an entity, not an item
+    with pytest.raises(KeyError, match="unknown user id '0'"):
+        explain(model, tiny, user=0, item="i3")                  # raw ids by default: users are 'ann', 'bob'
+    with pytest.raises(ValueError, match="ids must be"):
+        explain(model, tiny, user=0, item=3, ids="index")
     with pytest.raises(ValueError, match="one weight per CKG edge"):
         PathExplainer(model, tiny, weights=np.ones(3))
     assert relation_label(3, 1, ["genre"]) == "genre^-1" and relation_label(2, 1) == "interacted-by"

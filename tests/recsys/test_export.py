@@ -58,14 +58,14 @@ def test_recommendations_equal_exact_masked_topk(run_folder, backend):
     path, model, data = run_folder
     rec = Recommender.from_run(path, backend=backend)
     users = np.arange(data.n_users)
-    items, scores = rec.recommend(users, k=10)
+    items, scores = rec.recommend(users, k=10, ids="internal")
     want_items, want_scores = exact_topk(model, data, users, 10)
     np.testing.assert_array_equal(items, want_items)
     np.testing.assert_allclose(scores, want_scores, rtol=1e-5, atol=1e-6)
     train = data.csr("train")
     assert not any(train[u, i] for u, row in zip(users, items) for i in row)
     # without exclusion the training items come back when they score high
-    items_all, _ = rec.recommend(users, k=10, exclude_train=False)
+    items_all, _ = rec.recommend(users, k=10, exclude_train=False, ids="internal")
     np.testing.assert_array_equal(items_all, exact_topk_unmasked(model, users, 10))
 
 
@@ -84,7 +84,7 @@ def test_exported_index_serves_the_same_items(run_folder, tmp_path):
     with torch.no_grad():
         assert torch.allclose(index_items, model.full_sort_embeddings()[1].float())
     rec = Recommender.from_run(path, index_path=out)
-    items, _ = rec.recommend([0, 3, 7], k=5)
+    items, _ = rec.recommend([0, 3, 7], k=5, ids="internal")
     np.testing.assert_array_equal(items, exact_topk(model, data, np.array([0, 3, 7]), 5)[0])
     assert rec.item_names(np.array([[1, -1]])).tolist() == [[data.item_tokens[1], ""]]
 
@@ -99,6 +99,31 @@ def test_errors(run_folder, tmp_path):
         load_run(tmp_path / "missing")
     rec = Recommender.from_run(path, backend="exact")
     with pytest.raises(ValueError, match="user ids"):
-        rec.recommend([data.n_users], k=3)
+        rec.recommend([data.n_users], k=3, ids="internal")
     with pytest.raises(ValueError, match="k must be"):
         rec.recommend([0], k=0)
+    with pytest.raises(KeyError, match=f"unknown user id '{data.n_users}'"):
+        rec.recommend([data.n_users], k=3)
+    with pytest.raises(ValueError, match="ids must be 'raw'"):
+        rec.recommend([0], k=3, ids="index")
+
+
+def _rename(data):
+    """Give the dataset raw ids unlike its indices (as RecBole tokens are): user i -> 'u<i>', item j -> 'i<j>'."""
+    data.user_tokens = np.array([f"u{i}" for i in range(data.n_users)])
+    data.item_tokens = np.array([f"i{j}" for j in range(data.n_items)])
+    data._csr_cache.clear()
+
+
+def test_raw_ids_in_and_out(run_folder):
+    path, _, _ = run_folder
+    rec = Recommender.from_run(path, backend="exact")
+    _rename(rec.data)
+    internal, s_int = rec.recommend([3, 7], k=5, ids="internal")
+    raw, s_raw = rec.recommend(["u3", "u7"], k=5)
+    assert raw.tolist() == [[f"i{j}" for j in row] for row in internal]
+    np.testing.assert_array_equal(s_raw, s_int)
+    with pytest.raises(KeyError, match="unknown user id 'u3x'.*did you mean 'u3'"):
+        rec.recommend(["u3x"], k=5)
+    assert rec.data.user_index(["u0", "u5"]).tolist() == [0, 5]
+    assert rec.data.item_raw(np.array([2, -1])).tolist() == ["i2", ""]
