@@ -93,13 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if config["num_threads"] > 0:
         torch.set_num_threads(config["num_threads"])
-    print(config, flush=True)
-    seed_everything(config["seed"], config["reproducibility"])
-
-    try:
+    try:   # a bad --resume fails here, before the merged config is printed
         run = RunDir.open(config["resume"], config) if config["resume"] else RunDir.create(config)
     except USER_ERRORS as exc:
         return _error(exc)
+    print(config, flush=True)
+    seed_everything(config["seed"], config["reproducibility"])
 
     try:
         trainer = Trainer.from_config(config, run)

@@ -128,7 +128,9 @@ def test_resume_from_missing_folder_is_one_line_exit_2(toy_task, tmp_saved, caps
     argv = ["--model", toy_task.model, "--dataset", toy_task.dataset, f"--checkpoint_dir={tmp_saved}",
             f"--resume={tmp_saved / 'gone'}"]
     assert run.main(argv) == 2
-    assert "is not a run folder" in _one_error_line(capsys.readouterr().err)
+    captured = capsys.readouterr()
+    assert "is not a run folder" in _one_error_line(captured.err)
+    assert "# from" not in captured.out     # fails before the merged config is printed
 
 
 def test_setup_declares_bounded_dependencies():

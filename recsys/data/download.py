@@ -130,8 +130,9 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, expec
 
 def _offline_error(url: str, dest: Path, err: BaseException, partial: Path | None = None) -> OSError:
     extra = f" (partial data kept in {partial}; the next call resumes it)" if partial else ""
-    return OSError(f"could not download {url}: {err}{extra}. To work offline, put the file at {dest} "
-                   f"(or set GRAPHATTN_DATA to a folder holding <dataset>/{dest.name})")
+    unzipped = f", or the unzipped {dest.with_suffix('').name} beside it" if dest.suffix == ".zip" else ""
+    return OSError(f"could not download {url}: {err}{extra}. To work offline, put the file at {dest}{unzipped} "
+                   f"(or set GRAPHATTN_DATA to a folder holding <dataset>/{dest.name}); see data/README.md")
 
 
 def safe_unzip(zip_path: str | os.PathLike, target: str | os.PathLike) -> list[Path]:

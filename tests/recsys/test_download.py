@@ -106,6 +106,9 @@ def test_network_failure_says_where_to_put_the_file(tmp_path, server):
     s.close()  # nothing listens there now
     with pytest.raises(OSError, match="could not download .*GRAPHATTN_DATA"):
         download(f"http://127.0.0.1:{port}/x", tmp_path / "x", show_progress=False, timeout=5)
+    # a zip: the message offers its unzipped file too (what data/README.md says to put there)
+    with pytest.raises(OSError, match=r"kg_final\.txt\.zip, or the unzipped kg_final\.txt beside it"):
+        download(base + "/missing.zip", tmp_path / "kg_final.txt.zip", show_progress=False)
 
 
 def _zip(members):
