@@ -18,8 +18,10 @@ masks used in training) trains DependencyViT and the plain ViT of identical size
   object), average pooled into a linear head. If it solves the task, the label can be read from local
   part junctions counted over the image, and classification gives no reason to separate objects.
 
-Writes ``<out>/ari_by_depth.png``, ``<out>/trees.png`` (parent arrows and groups drawn over images) and
-``<out>/result.json``; prints the table and PASS/FAIL of: DependencyViT's ARI at its best depth exceeds the
+Writes ``<out>/ari_by_depth_seed<S>.png``, ``<out>/trees_seed<S>.png`` (parent arrows and groups drawn over
+images) and ``<out>/result_seed<S>.json`` (``<out>`` defaults to ``results/dependency_vit/``; ``--publish`` also
+copies them into ``docs/results/dependency_vit/``; training runs go to ``--runs``, default ``<out>/runs``);
+prints the table and PASS/FAIL of: DependencyViT's ARI at its best depth exceeds the
 plain ViT's best by > 0.1 (FG-ARI: object patches of images with >= 2 objects;
 ARI over all patches is printed too).
 
@@ -28,13 +30,12 @@ then images per epoch), so neither model can overfit a fixed set. CPU-sized run 
 shared CPU thread; embed_dim 48 and depth 4 instead of the model defaults 64 and 6 to fit that budget):
 
     python experiments/dependency_vit.py --epochs 16 --num_train 8000 --seed 0 --local_epochs 10 \
-        --set embed_dim=48 depth=4 [--out experiments/results/dependency_vit_fresh_s0]
+        --set embed_dim=48 depth=4 [--out DIR] [--publish]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -47,7 +48,7 @@ import vision  # noqa: E402,F401
 from vision import dependency_vit  # noqa: E402,F401
 from vision.datasets import parts as _parts  # noqa: E402,F401
 from graphattn.config import Config, parse_cli_overrides  # noqa: E402
-from graphattn.io import atomic_write_text, save_figure  # noqa: E402
+from graphattn.results import Results, add_output_args  # noqa: E402
 from graphattn.training import MemoryRun, RunDir, Trainer, resolve_device  # noqa: E402
 from vision.base import VisionModel  # noqa: E402
 from vision.task import VisionTask  # noqa: E402
@@ -122,15 +123,14 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--num_train", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="experiments/results/dependency_vit")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra config overrides, e.g. embed_dim=48 depth=4")
     parser.add_argument("--runs", default=None, help="checkpoint_dir of the training runs (default <out>/runs)")
     parser.add_argument("--local_epochs", type=int, default=0, help="epochs of the bag-of-local-features control (0 = skip)")
+    add_output_args(parser, "dependency_vit")
     args = parser.parse_args()
-    runs = Path(args.runs) if args.runs else Path(args.out) / "runs"
+    out = Results.from_args("dependency_vit", args)
+    runs = Path(args.runs) if args.runs else out.dir / "runs"
     torch.set_num_threads(1)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     common = {"epochs": args.epochs, "seed": args.seed, "num_train": args.num_train, "stopping_step": max(10, args.epochs), **parse_cli_overrides([f"--{kv}" for kv in args.set])}
 
     cfg, data, dep, dep_test = train_one(common, runs)
@@ -215,17 +215,19 @@ def main() -> int:
               "fg_ari_by_depth": fg_ari, "ari_kmeans_plain_features": ari_kmeans, "fg_ari_kmeans_plain_features": fg_ari_kmeans, "background_share_pruned": float(np.mean(bg_pruned)),
               "background_share_all": float(np.mean(bg_all)), "hub_share_by_block": hub_share, "local_bag_accuracy": local_acc,
               "object_parent_self_same_other_background_by_block": targets, "epochs": args.epochs, "seed": args.seed,
-              "num_train": args.num_train, "overrides": common}
-    atomic_write_text(out / "result.json", json.dumps(result, indent=2))
-    plot(out, fg_ari, fg_ari_kmeans, images, test, all_trees, gt, patch, int(np.argmax(fg_ari["DependencyViT"])) + 1, int(cfg["image_size"]))
+              "num_train": args.num_train, "overrides": common, "num_classes": data.num_classes, "prune_layers": prune_at}
     ok = best_dep > best_plain + 0.1
+    result["checks"] = {"fg_ari_dependency_beats_plain_by_0.1": bool(ok),
+                        "pruned_tokens_background_more_often": bool(np.mean(bg_pruned) > np.mean(bg_all))}
+    suffix = f"_seed{args.seed}"
+    out.write_json(f"result{suffix}.json", result, seeds=[args.seed])
+    plot(out, suffix, fg_ari, fg_ari_kmeans, images, test, all_trees, gt, patch, int(np.argmax(fg_ari["DependencyViT"])) + 1, int(cfg["image_size"]))
     print(f"{'PASS' if ok else 'FAIL'}  DependencyViT best-depth FG-ARI {best_dep:.3f} > plain ViT best {best_plain:.3f} + 0.1")
     print(f"{'PASS' if np.mean(bg_pruned) > np.mean(bg_all) else 'FAIL'}  pruned tokens are background more often than tokens overall")
-    print(f"figures: {out / 'ari_by_depth.png'}, {out / 'trees.png'}")
     return 0
 
 
-def plot(out, ari, ari_kmeans, images, test, all_trees, gt, patch, depth, size):
+def plot(out: Results, suffix, ari, ari_kmeans, images, test, all_trees, gt, patch, depth, size):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -239,7 +241,7 @@ def plot(out, ari, ari_kmeans, images, test, all_trees, gt, patch, depth, size):
     ax.set_ylabel("FG-ARI vs object masks")
     ax.legend(fontsize="small")
     fig.tight_layout()
-    save_figure(fig, out / "ari_by_depth.png", dpi=110)
+    out.save_figure(fig, f"ari_by_depth{suffix}.png", dpi=110)
     plt.close(fig)
 
     grid = size // patch
@@ -271,7 +273,7 @@ def plot(out, ari, ari_kmeans, images, test, all_trees, gt, patch, depth, size):
     for ax in axes.ravel():
         ax.set_axis_off()
     fig.tight_layout()
-    save_figure(fig, out / "trees.png", dpi=100)
+    out.save_figure(fig, f"trees{suffix}.png", dpi=100)
     plt.close(fig)
 
 

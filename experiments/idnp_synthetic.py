@@ -5,6 +5,7 @@
     python experiments/idnp_synthetic.py --skip-synthetic --ml100k-epochs 30
     python experiments/idnp_synthetic.py --skip-ml100k --set drift_phase_noise=0.1 drift_period_jitter=0.15
                                                                # a noisier drift (random-walk phase, per-user period)
+    python experiments/idnp_synthetic.py [--out DIR] [--publish]
 
 Checks (IDNP spec):
 1. On ``drifting-interest`` (short, non-consecutive histories whose interests rotate over time) IDNP beats
@@ -15,12 +16,13 @@ Checks (IDNP spec):
 3. ``ml-100k-seq``: test HR@10 / NDCG@10 of all three with a small epoch budget (printed as run).
 
 Each model is trained for every learning rate in ``--lrs`` (same budget for all) and the rate with the
-best validation NDCG@10 is kept; test numbers are of that model. Results go to ``--out`` (JSON + PNG).
+best validation NDCG@10 is kept; test numbers are of that model. Results go to ``<out>/results.json`` and
+``<out>/variance_vs_gap.png`` (default ``results/idnp_synthetic/``; ``--publish`` also copies them into
+``docs/results/idnp_synthetic/``).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -30,10 +32,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from graphattn.io import atomic_write_text, save_figure  # noqa: E402
-
 import recsys.sequential  # noqa: E402,F401  (registers the task, models and datasets)
 from graphattn.config import Config, parse_cli_overrides  # noqa: E402
+from graphattn.results import Results, add_output_args  # noqa: E402
 from graphattn.training import MemoryRun, Trainer, resolve_device  # noqa: E402
 
 MODELS = ("IDNP", "SASRec", "GRU4Rec")
@@ -114,7 +115,7 @@ def variance_vs_gap(model, data, max_gap: int, n_samples: int, max_len: int, dev
     return torch.cat(out).mean(0).numpy()
 
 
-def _save_png(path: Path, gaps: np.ndarray, var: np.ndarray, title: str) -> None:
+def _save_png(out: Results, name: str, gaps: np.ndarray, var: np.ndarray, title: str) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -126,11 +127,7 @@ def _save_png(path: Path, gaps: np.ndarray, var: np.ndarray, title: str) -> None
     ax.set_ylabel("predictive variance")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    save_figure(fig, path, dpi=120)
-
-
-def _save_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2))
+    out.save_figure(fig, name, dpi=120)
 
 
 def main(argv=None) -> int:
@@ -154,24 +151,26 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("--out", default=str(Path(__file__).resolve().parent / "out" / "idnp"))
+    add_output_args(p, "idnp_synthetic")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Results.from_args("idnp_synthetic", args)
     results: dict = {"args": vars(args)}
+    seeds: set[int] = set()     # the config seed of every model kept
     extra = parse_cli_overrides([f"--{kv}" for kv in args.set])
 
     if not args.skip_synthetic:
         rows, best = compare("drifting-interest", args.models, args.lrs, {"epochs": args.epochs, **extra}, device,
                              not args.quiet, args.idnp_frame_lens)
         results["drifting-interest"] = rows
+        seeds.update(int(cfg["seed"]) for _, _, _, cfg in best.values())
         hr = {r["model"]: r["test"]["hit@10"] for r in rows}
         if "IDNP" in hr and len(hr) > 1:
             others = max(v for k, v in hr.items() if k != "IDNP")
             print(f"check 1: IDNP HR@10 {hr['IDNP']:.4f} vs best baseline {others:.4f} -> "
                   f"{'PASS' if hr['IDNP'] > others else 'FAIL'}")
+            results.setdefault("checks", {})["idnp_beats_baselines_hr@10"] = bool(hr["IDNP"] > others)
         if "IDNP" in best:
             _, model, data, cfg = best["IDNP"]
             var = variance_vs_gap(model, data, args.max_gap, args.samples, int(cfg["max_len"]), device)
@@ -183,7 +182,8 @@ def main(argv=None) -> int:
             print(f"check 2: Spearman(gap, variance) = {rho:.3f}; variance at gap {args.max_gap} / gap 1 = "
                   f"{var[-1] / var[0]:.3f} -> {'PASS' if rho > 0.8 and var[-1] > var[0] else 'FAIL'}")
             results["variance_vs_gap"] = {"gap": gaps.tolist(), "variance": var.tolist(), "spearman": rho}
-            _save_png(out / "variance_vs_gap.png", gaps, var, f"IDNP on drifting-interest (Spearman {rho:.2f})")
+            results.setdefault("checks", {})["variance_grows_with_gap"] = bool(rho > 0.8 and var[-1] > var[0])
+            _save_png(out, "variance_vs_gap.png", gaps, var, f"IDNP on drifting-interest (Spearman {rho:.2f})")
         if args.ablate_time and "IDNP" in args.models:
             chosen = next(r for r in rows if r["model"] == "IDNP")
             row, *_ = train_one("IDNP", "drifting-interest", {"epochs": args.epochs, "learning_rate": chosen["lr"],
@@ -193,15 +193,16 @@ def main(argv=None) -> int:
             print(f"ablation: IDNP with time_mode index (no true time steps): test HR@10={row['test']['hit@10']:.4f} "
                   f"NDCG@10={row['test']['ndcg@10']:.4f}")
             results["idnp_time_index"] = row
-        _save_json(out / "results.json", results)
+        out.write_json("results.json", results, seeds=sorted(seeds))
 
     if not args.skip_ml100k:
-        rows, _ = compare("ml-100k-seq", args.models, args.ml100k_lrs, {"epochs": args.ml100k_epochs,
-                                                                "windows_per_user": args.ml100k_windows, **extra}, device,
-                          not args.quiet, args.idnp_frame_lens)
+        rows, best = compare("ml-100k-seq", args.models, args.ml100k_lrs, {"epochs": args.ml100k_epochs,
+                                                                   "windows_per_user": args.ml100k_windows, **extra},
+                             device, not args.quiet, args.idnp_frame_lens)
         results["ml-100k-seq"] = rows
-        _save_json(out / "results.json", results)
-    print(f"\nresults in {out}")
+        seeds.update(int(cfg["seed"]) for _, _, _, cfg in best.values())
+        out.write_json("results.json", results, seeds=sorted(seeds))
+    print(f"\nresults in {out.dir}")
     return 0
 
 

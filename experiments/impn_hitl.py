@@ -15,18 +15,19 @@ under the gaze). Models:
 Part B simulates the loop: a "video" of ``--pool`` frames; the annotator labels the first 5 %, the models are
 trained, then each round the annotator corrects the models' predictions on the next 2 % of frames (the number
 of wrong boxes is the correction effort), and the models are fine-tuned on everything labelled so far.
-Accuracy (iid test) against labelled frames goes to ``<out>/hitl.png``.
+Accuracy (iid test) against labelled frames goes to ``<out>/impn_hitl.png``, every printed figure and check to
+``<out>/result.json`` (``<out>`` defaults to ``results/impn_hitl/``; ``--publish`` also copies both into
+``docs/results/impn_hitl/``).
 
 Checks: appearance-only pair accuracy near chance (< 60 %); I-MPN node accuracy > 95 % on iid, viewpoint
 and more-objects test frames.
 
-    python experiments/impn_hitl.py [--out experiments/results/impn]
+    python experiments/impn_hitl.py [--out DIR] [--publish]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -37,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import vision  # noqa: E402,F401
 from graphattn.config import CORE_OVERALL, Config, load_yaml  # noqa: E402
+from graphattn.results import Results, add_output_args  # noqa: E402
 from graphattn.training import MemoryRun, Task, Trainer, seed_everything  # noqa: E402
 from vision.base import VisionData  # noqa: E402
 from vision.datasets.gaze_objects import FrameDataset, make_frames  # noqa: E402
@@ -120,11 +122,10 @@ def main() -> int:
     parser.add_argument("--pool", type=int, default=500)
     parser.add_argument("--round_epochs", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="experiments/results/impn")
+    add_output_args(parser, "impn_hitl")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Results.from_args("impn_hitl", args)
 
     data = {}
     for geo in ("size", "none", "box"):  # same scenes (same seeds), different node features
@@ -180,21 +181,21 @@ def main() -> int:
     effort = {n: int(sum(r["corrections"] or 0 for r in rows)) for n, rows in curves.items()}
     print("total boxes corrected over the rounds: " + ", ".join(f"{n} {v}" for n, v in effort.items()))
 
-    (out / "result.json").write_text(json.dumps({"part_a": results, "hitl": curves, "corrections": effort}, indent=2))
-    plot(out / "hitl.png", curves)
-
     a = results["MLP appearance"]["iid"]["pairs"]
     checks = [(f"appearance-only MLP pair accuracy {a:.3f} near chance (< 0.60)", a < 0.60)]
     for cond in ("iid", "viewpoint", "more_objects"):
         v = results["I-MPN"][cond]["node"]
         checks.append((f"I-MPN node accuracy on {cond} frames {v:.3f} > 0.95", v > 0.95))
+    out.write_json("result.json", {"args": vars(args), "part_a": results, "hitl": curves, "corrections": effort,
+                                   "checks": [{"check": text, "pass": bool(ok)} for text, ok in checks]},
+                   seeds=[args.seed])
+    plot(out, "impn_hitl.png", curves)
     for text, ok in checks:
         print(f"{'PASS' if ok else 'FAIL'}  {text}")
-    print(f"figure: {out / 'hitl.png'}")
     return 0
 
 
-def plot(path: Path, curves: dict) -> None:
+def plot(out: Results, png: str, curves: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -213,7 +214,7 @@ def plot(path: Path, curves: dict) -> None:
         ax.axhline(0.95, ls=":", c="grey")
         ax.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    out.save_figure(fig, png, dpi=110)
     plt.close(fig)
 
 

@@ -1,13 +1,15 @@
 """INFNet vs Shared-Bottom vs MMoE on the spec's synthetic three-task data, plus the "no task tokens" ablation.
 
     .venv/bin/python experiments/infnet_synthetic.py [--samples 60000] [--epochs 20] [--seeds 0 1 2] [--jobs 1]
+        [--out DIR] [--publish]
 
 Checks (INFNet spec): INFNet beats Shared-Bottom and MMoE on mean test AUC, and removing the task tokens
 hurts task 3 (``mixed``, the negatively transferring task) the most. Prints per-task test AUC, train mean AUC
 (to tell underfitting from overfitting), each task's best validation epoch, parameter counts, the oracle AUC
 of the true logits, two reference scores (the target item's smoothed training label rate, i.e. what item
-popularity alone gives, and the indicator [target in like sequence]) and PASS/FAIL per check; writes
-``experiments/out/infnet_synthetic.png``.
+popularity alone gives, and the indicator [target in like sequence]) and PASS/FAIL per check; writes all of it
+to ``<out>/infnet_synthetic.json`` and the bar chart to ``<out>/infnet_synthetic.png`` (default
+``results/infnet_synthetic/``; ``--publish`` also copies both into ``docs/results/infnet_synthetic/``).
 
 Every model uses its own defaults (INFNet.yaml, SharedBottom.yaml, MMoE.yaml, overall.yaml) and the same
 data, epochs and early stopping (``--stopping-step``, default 5 evaluations as in the paper's protocol).
@@ -33,8 +35,8 @@ import torch  # noqa: E402
 
 import recsys.multitask  # noqa: E402,F401  (registers the task and models)
 from graphattn.config import Config  # noqa: E402
-from graphattn.io import save_figure  # noqa: E402
 from graphattn.registry import get_model  # noqa: E402
+from graphattn.results import Results, add_output_args  # noqa: E402
 from graphattn.training import Trainer, seed_everything  # noqa: E402
 from recsys.multitask.data import synthetic_three_task  # noqa: E402
 from recsys.multitask.metrics import auc  # noqa: E402
@@ -67,8 +69,9 @@ def item_rate_auc(data, smoothing: float = 5.0) -> list[float]:
     return out
 
 
-def run_one(job: tuple[int, str, str, dict, int, int, int, str, bool]) -> tuple[int, str, dict, dict, list, str]:
-    """Train one (seed, variant) on the synthetic data; returns its test / train metrics, curve and a line."""
+def run_one(job: tuple[int, str, str, dict, int, int, int, str, bool]) -> tuple[int, str, dict, dict, list, dict, str]:
+    """Train one (seed, variant) on the synthetic data; returns its test / train metrics, curve, the other
+    figures of its line (best epochs, parameters, seconds) and the line."""
     seed, label, model_name, extra, samples, epochs, stopping_step, device, curves = job
     torch.set_num_threads(1)
     data = synthetic_three_task(n_samples=samples, seed=seed)
@@ -88,13 +91,15 @@ def run_one(job: tuple[int, str, str, dict, int, int, int, str, bool]) -> tuple[
                 **{k: v for k, v in h.items() if k not in ("epoch", "split", "eval_seconds")}}
                for h in trainer.history["evaluations"]]
     best = {t: int(max(history, key=lambda h: h[f"auc_{t}"])["epoch"]) for t in data.tasks}
+    info = {"best_epoch": trainer.best_epoch, "per_task_valid_best_epoch": best,
+            "params": sum(p.numel() for p in model.parameters()), "seconds": seconds}
     line = (f"seed {seed} {label:17s} " + " ".join(f"{t}={test[f'auc_{t}']:.4f}" for t in data.tasks)
             + f" mean={test['mean_auc']:.4f} train_mean={train['mean_auc']:.4f} best_epoch={trainer.best_epoch} "
-            f"(per-task valid best {best}) params={sum(p.numel() for p in model.parameters())} {seconds:.0f}s")
+            f"(per-task valid best {best}) params={info['params']} {seconds:.0f}s")
     if curves:
         line += "\n  valid AUC per epoch: " + "; ".join(
             f"{h['epoch']}:" + "/".join(f"{h[f'auc_{t}']:.3f}" for t in data.tasks) for h in history)
-    return seed, label, test, train, history, line
+    return seed, label, test, train, history, info, line
 
 
 def main() -> None:
@@ -112,7 +117,7 @@ def main() -> None:
                         help='extra variants, e.g. SB-lr1e-3=SharedBottom:{"learning_rate": 0.001}; name them in --variants')
     parser.add_argument("--jobs", type=int, default=1, help="(seed, variant) runs in parallel processes, 1 thread each")
     parser.add_argument("--curves", action="store_true", help="print each run's validation AUC per epoch")
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "out" / "infnet_synthetic.png"))
+    add_output_args(parser, "infnet_synthetic")
     args = parser.parse_args()
     torch.set_num_threads(1)
     variants = dict(VARIANTS)
@@ -127,18 +132,25 @@ def main() -> None:
         raise ValueError(f"unknown variants {unknown}; known: {sorted(variants)} (add more with --define)")
 
     common = json.loads(args.all)
-    jobs = []
+    out = Results.from_args("infnet_synthetic", args)
+    jobs, references = [], {}
     for seed in args.seeds:
         data = synthetic_three_task(n_samples=args.samples, seed=seed)
-        print(data.summary())
+        summary = data.summary()
+        print(summary)
         oracle = data.meta["oracle_logits"].numpy()
         labels = data.test.labels.numpy()
+        ref = {"summary": summary,
+               "oracle_auc": {t: auc(labels[:, i], oracle[:, i]) for i, t in enumerate(data.tasks)},
+               "item_rate_auc": dict(zip(data.tasks, item_rate_auc(data))),
+               "in_like_auc": {t: auc(labels[:, i], in_like(data.test)) for i, t in enumerate(data.tasks)}}
+        references[seed] = ref
         print(f"seed {seed} oracle test AUC (true logits): " + ", ".join(
-            f"{t} {auc(labels[:, i], oracle[:, i]):.4f}" for i, t in enumerate(data.tasks)), flush=True)
+            f"{t} {a:.4f}" for t, a in ref["oracle_auc"].items()), flush=True)
         print(f"seed {seed} reference test AUC: target item's smoothed train label rate (popularity) "
-              + ", ".join(f"{t} {a:.4f}" for t, a in zip(data.tasks, item_rate_auc(data)))
+              + ", ".join(f"{t} {a:.4f}" for t, a in ref["item_rate_auc"].items())
               + "; [target in like sequence] " + ", ".join(
-                  f"{t} {auc(labels[:, i], in_like(data.test)):.4f}" for i, t in enumerate(data.tasks)), flush=True)
+                  f"{t} {a:.4f}" for t, a in ref["in_like_auc"].items()), flush=True)
         for label in args.variants:
             model_name, extra = variants[label]
             extra = {**common, **(json.loads(args.infnet) if model_name == "INFNet" else {}), **extra}
@@ -161,8 +173,10 @@ def main() -> None:
         for job in jobs:
             outputs.append(run_one(job))
             print(outputs[-1][-1], flush=True)
-    for _, label, test, _, _, _ in outputs:
+    for _, label, test, _, _, _, _ in outputs:
         results[label].append(test)
+    runs = [{"seed": seed, "variant": label, "test": test, "train": train, "history": history, **info}
+            for seed, label, test, train, history, info, _ in outputs]
 
     tasks = data.tasks
     mean = {k: {m: float(np.mean([r[m] for r in v])) for m in v[0]} for k, v in results.items()}
@@ -170,7 +184,9 @@ def main() -> None:
     print(f"{'model':17s} " + " ".join(f"{t:>8s}" for t in tasks) + "     mean")
     for k, r in mean.items():
         print(f"{k:17s} " + " ".join(f"{r[f'auc_{t}']:8.4f}" for t in tasks) + f" {r['mean_auc']:8.4f}")
+    payload = {"args": vars(args), "tasks": tasks, "references": references, "runs": runs, "mean": mean}
     if not {"INFNet", "INFNet-noTaskTok", "SharedBottom", "MMoE"} <= set(mean):
+        out.write_json("infnet_synthetic.json", payload, seeds=args.seeds)
         return
     beats = mean["INFNet"]["mean_auc"] > max(mean["SharedBottom"]["mean_auc"], mean["MMoE"]["mean_auc"])
     drop = {t: mean["INFNet"][f"auc_{t}"] - mean["INFNet-noTaskTok"][f"auc_{t}"] for t in tasks}
@@ -180,6 +196,10 @@ def main() -> None:
     print("check 2: AUC lost without task tokens: " + ", ".join(f"{t} {v:+.4f}" for t, v in drop.items())
           + f"; largest on {worst}: {'PASS' if worst == tasks[2] and drop[worst] > 0 else 'FAIL'} "
           f"(expected a positive loss, largest on {tasks[2]})")
+    payload["checks"] = {"infnet_beats_baselines": bool(beats), "auc_lost_without_task_tokens": drop,
+                         "largest_loss_on": worst,
+                         "largest_loss_on_mixed_task": bool(worst == tasks[2] and drop[worst] > 0)}
+    out.write_json("infnet_synthetic.json", payload, seeds=args.seeds)
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -194,9 +214,7 @@ def main() -> None:
     ax.set_ylim(max(0.5, lo - 0.02), None)
     ax.set_ylabel("test AUC")
     ax.legend(fontsize="small")
-    out = Path(args.out)
-    save_figure(fig, out, dpi=100)
-    print(f"plot: {out}")
+    out.save_figure(fig, "infnet_synthetic.png", dpi=100)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """ISTA-Net on the synthetic two-person interaction task: the three checks of the spec.
 
     .venv/bin/python experiments/ista_net.py [--epochs 15] [--train-size 2400] [--runs A,B,C,D,E]
-        [--yaw-max RAD] [--idle-gestures] [--device cpu|cuda] [--out DIR]
+        [--yaw-max RAD] [--idle-gestures] [--device cpu|cuda] [--out DIR] [--publish]
 
 1. ISTA-Net (the paper's token layout: both entities inside every token, window [Tw, 1, 2], Entity
    Rearrangement on) should reach > 90 % top-1 on the test set (entities in random order).
@@ -16,13 +16,12 @@
 Runs: A ISTA-Net paper layout + ER, B late fusion + ER, C ISTA-Net entity tokens without ER, D the same
 with ER, E ISTA-Net paper layout without ER. Models are the spec's SBU config scaled down (3 blocks of
 16-32 channels, see ``vision/model/ISTANet.yaml``); by default one CPU thread. Prints per-epoch validation
-accuracy and tables, writes ``results.json`` and ``per_class.png`` to ``--out``
-(default ``saved/experiments/ista_net``).
+accuracy and tables, writes ``results.json`` (after every run) and ``ista_net_per_class.png`` to ``<out>``
+(default ``results/ista_net/``; ``--publish`` also copies them into ``docs/results/ista_net/``).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -32,13 +31,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from graphattn.io import atomic_write_text, save_figure  # noqa: E402
-
 import vision  # noqa: E402,F401  (registers the vision task)
 import vision.ista_net  # noqa: E402,F401
 import vision.late_fusion_skeleton  # noqa: E402,F401
 from graphattn.config import Config, parse_cli_overrides  # noqa: E402
 from graphattn.registry import get_model  # noqa: E402
+from graphattn.results import Results, add_output_args  # noqa: E402
 from graphattn.training import MemoryRun, Trainer, seed_everything  # noqa: E402
 from vision.base import VisionData  # noqa: E402
 from vision.datasets.skeleton import (INTERACTION_CLASSES, SkeletonDataset, _meta,  # noqa: E402
@@ -117,10 +115,6 @@ def per_class(pred: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     return {c: float((pred[y == k] == k).float().mean()) for k, c in enumerate(INTERACTION_CLASSES)}
 
 
-def _write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2))
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=15)
@@ -137,11 +131,10 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu", help="cpu (default, one thread) or cuda")
     parser.add_argument("--progress", action="store_true")
-    parser.add_argument("--out", default="saved/experiments/ista_net")
+    add_output_args(parser, "ista_net")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Results.from_args("ista_net", args)
 
     dcfg = Config("ISTANet", "skeleton-interaction")
     gen = dict(num_frames=dcfg["interaction_frames"], yaw_max=dcfg["interaction_yaw_max"], tilt_max=dcfg["interaction_tilt_max"],
@@ -189,7 +182,8 @@ def main(argv=None) -> int:
         results[key] = res
         print(f"[{key}] test {res['test_acc']:.3f}  canonical {res['canonical_acc']:.3f}  flipped {res['flipped_acc']:.3f}  "
               f"max|dlogit| on flip {res['max_logit_change_on_flip']:.2e}  ({res['params']} params, {res['train_seconds']}s)", flush=True)
-        _write_json(out / "results.json", {"args": vars(args), "generator": gen, "results": results})
+        out.write_json("results.json", {"args": vars(args), "generator": gen, "relational_classes": list(relational),
+                                        "results": results}, seeds=[args.seed])
 
     print("\nTop-1 on the test set (entity order random), per class:")
     keys = list(results)
@@ -220,8 +214,7 @@ def main(argv=None) -> int:
     ax.legend(fontsize=7, loc="lower left")
     ax.set_title("Synthetic interactions (* = relational-only classes)")
     fig.tight_layout()
-    save_figure(fig, out / "per_class.png", dpi=100)
-    print(f"wrote {out / 'results.json'} and {out / 'per_class.png'}")
+    out.save_figure(fig, "ista_net_per_class.png", dpi=100)
     return 0
 
 

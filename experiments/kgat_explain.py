@@ -1,6 +1,6 @@
 """KGAT's case study on the planted-kg data: train briefly, reload the run, explain top recommendations.
 
-    python experiments/kgat_explain.py [--epochs 40] [--learning_rate 0.005] [--out docs/img/kgat_explain.png]
+    python experiments/kgat_explain.py [--epochs 40] [--learning_rate 0.005] [--out DIR] [--publish]
 
 Trains KGAT on ``planted-kg`` exactly as ``run.py --model KGAT --dataset planted-kg`` would (Config, RunDir,
 ``Trainer.from_config(config, run).fit()``; run folder under a temporary directory unless ``--checkpoint_dir``
@@ -10,10 +10,15 @@ reports what the paths and the attention say about the planted structure: relati
 each item to its latent cluster, relations 1-2 are noise, so a good explanation runs through the recommended
 item's cluster (``user <- liked item <- cluster <- item``) or through similar users, and the attention into
 items should favour the cluster edge over noise edges.
+
+Writes ``<out>/kgat_explain.json`` (every printed figure) and ``<out>/kgat_explain.png`` (the first explanation);
+``<out>`` defaults to ``results/kgat_explain/``, and ``--publish`` also copies both into
+``docs/results/kgat_explain/``.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 from collections import Counter
@@ -27,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 import recsys  # noqa: E402,F401  (registers the recsys task, models and datasets)
 from graphattn.config import Config  # noqa: E402
+from graphattn.results import Results, add_output_args  # noqa: E402
 from graphattn.training import RunDir, Trainer  # noqa: E402
 from recsys.data.synthetic import item_clusters  # noqa: E402
 from recsys.explain import PathExplainer, format_paths, plot_paths  # noqa: E402
@@ -70,10 +76,11 @@ def main(argv=None) -> int:
     p.add_argument("--learning_rate", type=float, default=0.005)
     p.add_argument("--users", type=int, default=4, help="users whose top recommendation is explained")
     p.add_argument("--top", type=int, default=4, help="paths per explanation")
-    p.add_argument("--out", default=str(ROOT / "docs" / "img" / "kgat_explain.png"))
     p.add_argument("--checkpoint_dir", default=None, help="keep the run folder here (default: a temporary folder)")
+    add_output_args(p, "kgat_explain")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    out = Results.from_args("kgat_explain", args)
 
     with tempfile.TemporaryDirectory() as tmp:
         config = Config("KGAT", "planted-kg", config_dict={
@@ -83,8 +90,9 @@ def main(argv=None) -> int:
         with RunDir.create(config) as run:
             test = Trainer.from_config(config, run).fit()   # seeds from config["seed"]
             evals = run.history["evaluations"]
+        best_valid = max(e["recall@20"] for e in evals)
         print(f"trained KGAT {args.epochs} epochs (lr {args.learning_rate}); best valid recall@20 "
-              f"{max(e['recall@20'] for e in evals):.4f}; test recall@20 {test['recall@20']:.4f} "
+              f"{best_valid:.4f}; test recall@20 {test['recall@20']:.4f} "
               f"ndcg@20 {test['ndcg@20']:.4f}")
         model, data, _ = load_run(run.path)
 
@@ -93,8 +101,9 @@ def main(argv=None) -> int:
     before, after = attention_by_relation(init, data), attention_by_relation(model, data)
     for name in after:
         print(f"  {name:14s} {before[name]:.4f} -> {after[name]:.4f}")
-    print(f"items whose cluster edge outweighs their mean noise edge: {cluster_vs_noise(init, data):.3f} -> "
-          f"{cluster_vs_noise(model, data):.3f}")
+    wins = {"initial": cluster_vs_noise(init, data), "trained": cluster_vs_noise(model, data)}
+    print(f"items whose cluster edge outweighs their mean noise edge: {wins['initial']:.3f} -> "
+          f"{wins['trained']:.3f}")
 
     clusters = item_clusters(data)
     explainer = PathExplainer(model, data)
@@ -130,6 +139,7 @@ def main(argv=None) -> int:
 
     shown = [u for u in np.flatnonzero(hit)[: args.users]]
     print(f"\nexplanations of {len(shown)} top-1 recommendations that are held-out hits:")
+    explanations = []
     for k, u in enumerate(shown):
         i = int(top1[u])
         liked = clusters[train_csr[u].indices]
@@ -137,9 +147,22 @@ def main(argv=None) -> int:
               f"(cluster {clusters[i]}), score {scores[u, i]:.3f}")
         paths = explainer.explain(int(u), i, max_hops=3, top=args.top)
         print(format_paths(paths))
+        explanations.append({"user": int(u), "training_item_clusters": sorted(Counter(liked.tolist()).items()),
+                             "item": i, "item_cluster": int(clusters[i]), "score": float(scores[u, i]),
+                             "paths": [dataclasses.asdict(path) for path in paths]})
         if k == 0 and paths:
-            out = plot_paths(paths, args.out)
-            print(f"wrote {out}")
+            png = plot_paths(paths, out.path("kgat_explain.png"))
+            out.copy_file(png)
+            print(f"wrote {png}" + (f" and {out.publish_dir / png.name}" if out.publish_dir else ""))
+    out.write_json("kgat_explain.json", {
+        "args": vars(args),
+        "training": {"epochs": args.epochs, "learning_rate": args.learning_rate, "best_valid_recall@20": best_valid,
+                     "test": dict(test)},
+        "attention_by_relation": {"initial": before, "trained": after},
+        "share_items_cluster_edge_wins": wins,
+        "best_path_chains": dict(kinds.most_common()), "best_path_through_cluster": through_cluster,
+        "users_with_path_within_3_hops": n_paths, "hops_of_best_path_within_6": {str(k): v for k, v in longer.items()},
+        "explanations": explanations}, seeds=[int(config["seed"])])
     return 0
 
 

@@ -9,14 +9,16 @@ reports test recall@20 / ndcg@20 and, for KGAT, the attention that items give to
 neighbour versus their noise neighbours: mean weight per edge, total mass per item, and the share of items
 whose informative edge outweighs their average noise edge (0.5 = no preference).
 
-    python experiments/kgat_planted.py [--seeds 0 1 2] [--epochs 60] [--out docs/img/kgat_planted.json]
-    python experiments/kgat_planted.py --models KGAT --kgat attention_mode=end_to_end use_kge=false \
-        --out docs/img/kgat_planted_cf_attention.json       # attention trained by the CF loss alone
+    python experiments/kgat_planted.py [--seeds 0 1 2] [--epochs 60] [--out DIR] [--publish]
+    python experiments/kgat_planted.py --models KGAT --kgat attention_mode=end_to_end use_kge=false \\
+        --name kgat_planted_cf_attention       # attention trained by the CF loss alone
+
+Writes ``<out>/<name>.json`` (default ``results/kgat_planted/kgat_planted.json``; ``--publish`` also copies it
+into ``docs/results/kgat_planted/``).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -27,10 +29,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from graphattn.io import atomic_write_text  # noqa: E402
-
 import recsys  # noqa: E402,F401
 from graphattn.config import Config, parse_cli_overrides  # noqa: E402
+from graphattn.results import Results, add_output_args  # noqa: E402
 from graphattn.training import RunDir, Trainer  # noqa: E402
 from recsys.data.synthetic import planted_attention  # noqa: E402
 from recsys.explain import path_weights  # noqa: E402
@@ -65,8 +66,12 @@ def main() -> None:
     parser.add_argument("--kgat", nargs="*", default=[], metavar="KEY=VALUE",
                         help="KGAT config overrides, read as run.py reads --key=value (e.g. attention_mode=end_to_end "
                              "use_kge=false use_attention=false)")
-    parser.add_argument("--out", default=str(ROOT / "docs" / "img" / "kgat_planted.json"))
+    parser.add_argument("--name", default="kgat_planted",
+                        help="stem of the result file <out>/<name>.json (e.g. kgat_planted_cf_attention for a variant)")
+    add_output_args(parser, "kgat_planted")
     args = parser.parse_args()
+    if not args.name or "/" in args.name:
+        parser.error(f"--name must be a plain file stem such as kgat_planted, got {args.name!r}")
     kgat_overrides = parse_cli_overrides([f"--{item}" for item in args.kgat])
     torch.set_num_threads(1)
     results: dict = {m: [] for m in args.models}
@@ -97,9 +102,8 @@ def main() -> None:
         keys = attention[0].keys()
         summary["KGAT_attention"] = {k: float(np.mean([a[k] for a in attention])) for k in keys}
         print("KGAT attention (mean over seeds):", {k: round(v, 4) for k, v in summary["KGAT_attention"].items()})
-    out = Path(args.out)
-    atomic_write_text(out, json.dumps({"args": vars(args), "per_seed": results, "summary": summary}, indent=2))
-    print(f"wrote {out}")
+    out = Results.from_args("kgat_planted", args)
+    out.write_json(f"{args.name}.json", {"args": vars(args), "per_seed": results, "summary": summary}, seeds=args.seeds)
 
 
 if __name__ == "__main__":

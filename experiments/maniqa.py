@@ -1,9 +1,12 @@
 """MANIQA on the synthetic IQA task (4 distortions x 5 levels on crops of bundled photos, SSIM scores):
 SRCC / PLCC on held-out references for the full model and the ablations of the spec (mean pooling instead of
 the patch-weighted score, no TAB, no SSTB; optionally the TAB reshape quirk and the from-scratch ViT backbone),
-plus a hand-crafted-feature baseline on the same split. Writes ``docs/img/maniqa_patch_weights.png``.
+plus a hand-crafted-feature baseline on the same split. Writes every printed figure to ``<out>/maniqa.json`` and
+the patch weights of the full model to ``<out>/maniqa_patch_weights.png`` (``<out>`` defaults to
+``results/maniqa/``; ``--publish`` also copies both into ``docs/results/maniqa/``).
 
     .venv/bin/python experiments/maniqa.py [--epochs 15] [--seeds 2] [--variants full,mean pooling,...]
+        [--out DIR] [--publish]
 
 Training: MSE on the score, AdamW (lr 2e-3, weight decay 1e-4), one-cycle schedule, batch 32, random
 flips + 90-degree rotations (the 8 symmetries of the square keep every distortion's score: blur and noise are
@@ -24,14 +27,13 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from graphattn.config import CORE_OVERALL, load_yaml  # noqa: E402
-from graphattn.io import save_figure  # noqa: E402
+from graphattn.results import Results, add_output_args  # noqa: E402
 from graphattn.training import MemoryRun, Task, Trainer  # noqa: E402
 
 from vision.datasets.quality import load_iqa_synthetic  # noqa: E402
 from vision.maniqa import MANIQANet  # noqa: E402
 from vision.metrics import compute_metrics  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {"full": {}, "mean pooling": {"weighted": False}, "no TAB": {"use_tab": False},
             "no SSTB": {"use_sstb": False}, "TAB reshape quirk": {"reshape_quirk": True},
             "ViT backbone (scratch)": {"backbone": "vit", "feature_layers": (1, 2, 3)}}
@@ -146,8 +148,10 @@ def main():
     ap.add_argument("--variants", default="full,mean pooling,no TAB,no SSTB")
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--no-plot", action="store_true")
+    add_output_args(ap, "maniqa")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    out = Results.from_args("maniqa", args)
     data = load_iqa_synthetic({"crop_size": 64, "source_scale": 0.5, "score": "ssim", "split_by": args.split,
                                "valid_ratio": 0.1, "test_ratio": 0.2, "split_seed": 20})
     x, y = data.train.tensors
@@ -155,8 +159,11 @@ def main():
     refs = {s: len(set(data.meta["reference"][s])) for s in ("train", "valid", "test")}
     print(f"synthetic IQA, split by {args.split}: images train {len(data.train)}, valid {len(data.valid)}, "
           f"test {len(data.test)}; references {refs}")
+    record = {"args": vars(args), "images": {split: len(getattr(data, split)) for split in ("train", "valid", "test")},
+              "references": refs, "baselines": None, "variants": {}}
     if not args.no_baseline:
-        for name, r in handcrafted_baseline(data).items():
+        record["baselines"] = handcrafted_baseline(data)
+        for name, r in record["baselines"].items():
             print(f"{name:28s} train SRCC {r['train']['srcc']:.4f}  test SRCC {r['test']['srcc']:.4f}  "
                   f"PLCC {r['test']['plcc']:.4f}  RMSE {r['test']['rmse']:.4f}")
     nets = {}
@@ -174,14 +181,19 @@ def main():
             nets.setdefault(name, net)
         m = {k: np.mean([r[k] for r in res]) for k in res[0]}
         s = {k: np.std([r[k] for r in res]) for k in res[0]}
+        per_run = (time.time() - t0) / args.seeds
         print(f"{name:22s} train SRCC {np.mean(fit):.4f}  test SRCC {m['srcc']:.4f} +- {s['srcc']:.4f}  "
               f"PLCC {m['plcc']:.4f} +- {s['plcc']:.4f}  RMSE {m['rmse']:.4f}  (seeds {args.seeds}, epochs "
-              f"{args.epochs}, {(time.time() - t0) / args.seeds:.0f} s/run)", flush=True)
+              f"{args.epochs}, {per_run:.0f} s/run)", flush=True)
+        record["variants"][name] = {"per_seed_test": res, "per_seed_train_srcc": fit, "train_srcc": float(np.mean(fit)),
+                                    "test_mean": m, "test_std": s, "seconds_per_run": per_run}
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    out.write_json("maniqa.json", record, seeds=seeds)
     if "full" in nets and not args.no_plot:
-        plot(nets["full"], data, ROOT / "docs" / "img" / "maniqa_patch_weights.png")
+        plot(nets["full"], data, out, "maniqa_patch_weights.png")
 
 
-def plot(net, data, path):
+def plot(net, data, out: Results, name: str):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -207,9 +219,8 @@ def plot(net, data, path):
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
-    save_figure(fig, path, dpi=110)
+    out.save_figure(fig, name, dpi=110)
     plt.close(fig)
-    print(f"wrote {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

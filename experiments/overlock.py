@@ -1,10 +1,11 @@
 """OverLoCK-pico on digits (16x16): ContMix vs a static depthwise conv of the same kernel sizes vs ContMix
 without the context prior (keys pooled from the block's own features), plus the global sensitivity of a
 local dynamic kernel: the gradient of a corner pixel's ContMix kernel w.r.t. the far half of the image, and
-how much that kernel changes when only the far half of the image changes. Writes
-``docs/img/overlock_kernels.png``.
+how much that kernel changes when only the far half of the image changes. Writes every printed figure to
+``<out>/overlock.json`` and the kernels to ``<out>/overlock_kernels.png`` (``<out>`` defaults to
+``results/overlock/``; ``--publish`` also copies both into ``docs/results/overlock/``).
 
-    .venv/bin/python experiments/overlock.py [--epochs 10] [--seeds 1]
+    .venv/bin/python experiments/overlock.py [--epochs 10] [--seeds 1] [--out DIR] [--publish]
 """
 from __future__ import annotations
 
@@ -19,13 +20,12 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from graphattn.config import CORE_OVERALL, load_yaml  # noqa: E402
-from graphattn.io import save_figure  # noqa: E402
+from graphattn.results import Results, add_output_args  # noqa: E402
 from graphattn.training import MemoryRun, Task, Trainer  # noqa: E402
 
 from vision.datasets.digits import load_digits_data  # noqa: E402
 from vision.overlock import OverLoCKNet  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {"contmix (prior keys)": ("contmix", "prior"), "static dw conv": ("static", "prior"),
             "contmix (self keys, no prior)": ("contmix", "self")}
 
@@ -110,12 +110,16 @@ def main():
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--variants", type=int, default=3, help="run the first N variants")
+    add_output_args(ap, "overlock")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    out = Results.from_args("overlock", args)
     data = load_digits_data({"image_size": 16, "valid_ratio": 0.1, "test_ratio": 0.2, "split_seed": 0, "augment_shift": 0})
     xt, yt = tensors(data.test)
     print(f"digits 16x16: train {len(data.train)}, valid {len(data.valid)}, test {len(data.test)}")
     nets = {}
+    record = {"args": vars(args), "images": {split: len(getattr(data, split)) for split in ("train", "valid", "test")},
+              "variants": {}}
     for name, (mixer, keys) in list(VARIANTS.items())[:args.variants]:
         accs = []
         for seed in range(args.seeds):
@@ -126,17 +130,23 @@ def main():
             nets.setdefault(name, net)
         params = sum(p.numel() for p in net.parameters())
         line = f"{name:30s} test acc {np.mean(accs):.4f} +- {np.std(accs):.4f} (seeds {args.seeds}, {params} params)"
+        row = {"mixer": mixer, "context_keys": keys, "accs": accs, "acc_mean": float(np.mean(accs)),
+               "acc_std": float(np.std(accs)), "params": params}
         if mixer == "contmix":
             g, c = sensitivity(net, xt[:64])
             line += f" | corner kernel: mean |grad| wrt far quarter {g:.2e}, L1 change when far quarter swapped {c:.3f}"
+            row.update(corner_kernel_grad_far_quarter=g, corner_kernel_change_far_quarter_swapped=c)
         else:
             line += " | kernel is a parameter: gradient wrt input 0, change 0"
+            row.update(corner_kernel_grad_far_quarter=0.0, corner_kernel_change_far_quarter_swapped=0.0)
+        record["variants"][name] = row
         print(line)
     print("epochs", args.epochs)
-    plot(nets["contmix (prior keys)"], xt, ROOT / "docs" / "img" / "overlock_kernels.png")
+    out.write_json("overlock.json", record, seeds=list(range(args.seeds)))
+    plot(nets["contmix (prior keys)"], xt, out, "overlock_kernels.png")
 
 
-def plot(net, xt, path):
+def plot(net, xt, out: Results, name: str):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -161,9 +171,8 @@ def plot(net, xt, path):
         ax.set_yticks([])
     fig.suptitle("ContMix 5x5 kernels (group 0) on the 8x8 Focus map; bottom: only the far quarter changed")
     fig.tight_layout()
-    save_figure(fig, path, dpi=110)
+    out.save_figure(fig, name, dpi=110)
     plt.close(fig)
-    print(f"wrote {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -3,9 +3,11 @@
     python experiments/primitives_digits.py --which na     # NA-ViT (k=3, 5, stride variants) vs full attention
     python experiments/primitives_digits.py --which moh    # MHA vs MoH 75% / 50% active heads (+ no balance loss)
     python experiments/primitives_digits.py --which care   # CARE-nano and its ablations
-Options: --seeds 0,1,2 --epochs N --out docs/img. One thread. Each writes docs/img/primitives_<which>.json
-(and docs/img/moh_usage.png) and prints a table. Seeds can run as separate processes:
-``--seeds 1 --tag s1`` writes a partial file, ``--merge`` combines the partial files. Accuracy is the test accuracy at the epoch of best validation accuracy.
+Options: --seeds 0,1,2 --epochs N --out DIR --publish. One thread. Each writes <out>/primitives_<which>.json
+(and <out>/moh_usage.png) and prints a table; <out> defaults to results/primitives_digits/, and --publish also
+copies the files into docs/results/primitives_digits/. Seeds can run as separate processes:
+``--seeds 1 --tag s1`` writes a partial file into <out>, ``--merge`` combines the partial files found there
+(use the same --out). Accuracy is the test accuracy at the epoch of best validation accuracy.
 
 Models (ours; the papers give no digits recipe):
 * NA-ViT: patch 1 on 8x8 (64 tokens, 3x3 convolutional tokenizer), width 64, 2 pre-LN blocks, 4 heads,
@@ -17,14 +19,12 @@ Models (ours; the papers give no digits recipe):
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from graphattn.io import atomic_write_text, save_figure  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -35,6 +35,7 @@ from graphattn.attention import GraphAttention  # noqa: E402
 from graphattn.attention.moh import MoHAttention  # noqa: E402
 from graphattn.attention.neighborhood import NeighborhoodAttention  # noqa: E402
 from graphattn.config import CORE_OVERALL, load_yaml  # noqa: E402
+from graphattn.results import Results, add_output_args, read_result  # noqa: E402
 from graphattn.training import MemoryRun, Task, Trainer  # noqa: E402
 from vision.care import care_nano, count_macs  # noqa: E402
 
@@ -206,7 +207,7 @@ def study_na(seeds, epochs):
     return {"rows": rows}
 
 
-def study_moh(seeds, epochs, out: Path | None = None):
+def study_moh(seeds, epochs):
     data = load_digits_splits(8)
     dim, heads, depth = 64, 8, 4
     configs = [("MHA", None, None, 0.01), ("MoH 75% (4 shared + 2 of 4)", 4, 2, 0.01),
@@ -262,7 +263,7 @@ def merge(which: str, out: Path) -> dict:
         raise FileNotFoundError(f"no {out}/primitives_{which}_*.json to merge")
     merged, seeds, seconds, epochs = {}, [], 0.0, None
     for path in parts:
-        part = json.loads(path.read_text())
+        part = read_result(path)
         seeds += part["seeds"]
         seconds += part["seconds"]
         if epochs not in (None, part["epochs"]):
@@ -282,7 +283,7 @@ def merge(which: str, out: Path) -> dict:
     return {"rows": rows, "seeds": seeds, "epochs": epochs, "seconds": seconds, "merged_from": [p.name for p in parts]}
 
 
-def _plot_usage(rows, path: Path):
+def _plot_usage(rows, out: Results, name: str):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -301,7 +302,8 @@ def _plot_usage(rows, path: Path):
     axes[0][0].set_ylabel("fraction of tokens routed")
     axes[0][0].legend(fontsize=6)
     fig.tight_layout()
-    _save_fig(fig, path)
+    out.save_figure(fig, name, dpi=120)
+    plt.close(fig)
 
 
 def study_care(seeds, epochs):
@@ -323,44 +325,38 @@ def study_care(seeds, epochs):
     return {"rows": rows}
 
 
-def _save_fig(fig, path: Path):
-    import matplotlib.pyplot as plt
-    save_figure(fig, path, dpi=120)
-    plt.close(fig)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--which", choices=["na", "moh", "care"], required=True)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "img")
     parser.add_argument("--tag", default=None, help="write primitives_<which>_<tag>.json (a partial run to merge)")
     parser.add_argument("--merge", action="store_true", help="combine the primitives_<which>_*.json partial runs")
+    add_output_args(parser, "primitives_digits")
     args = parser.parse_args()
+    out = Results.from_args("primitives_digits", args)
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
     epochs = args.epochs
     t0 = time.perf_counter()
     if args.merge:
-        result = merge(args.which, args.out)
+        result = merge(args.which, out.dir)
     else:
         print(f"{args.which}: seeds {seeds}, {epochs} epochs, {args.threads} thread(s)")
         if args.which == "na":
             result = study_na(seeds, epochs)
         elif args.which == "moh":
-            result = study_moh(seeds, epochs, args.out)
+            result = study_moh(seeds, epochs)
         else:
             result = study_care(seeds, epochs)
         result.update({"seeds": seeds, "epochs": epochs, "seconds": time.perf_counter() - t0})
-    args.out.mkdir(parents=True, exist_ok=True)
     name = f"primitives_{args.which}_{args.tag}.json" if args.tag and not args.merge else f"primitives_{args.which}.json"
-    target = args.out / name
-    atomic_write_text(target, json.dumps(result, indent=1))
+    run_seeds = result.pop("seeds")              # recorded by write_json next to the command, git and machine
+    out.write_json(name, result, seeds=run_seeds)
     if args.which == "moh" and not args.tag:
-        _plot_usage(result["rows"], args.out / "moh_usage.png")
-    print(f"wrote {target} ({result['seconds']:.0f} s of training)")
+        _plot_usage(result["rows"], out, "moh_usage.png")
+    print(f"{result['seconds']:.0f} s of training")
 
 
 if __name__ == "__main__":

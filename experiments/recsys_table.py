@@ -1,17 +1,18 @@
 """Results table: BPRMF, CKE and KGAT on a dataset with the shipped configs, mean and spread over seeds.
 
     python experiments/recsys_table.py [--dataset ml-100k] [--models BPRMF CKE KGAT] [--seeds 0 1 2]
-        [--set [MODEL:]key=value ...] [--pretrain BPRMF] [--out docs/recsys_ml-100k.json]
+        [--set [MODEL:]key=value ...] [--pretrain BPRMF] [--out DIR] [--publish]
 
 Each (model, seed) trains through the project's trainer exactly as ``run.py`` would (the merged config of
 overall < model < dataset YAML, plus ``--set`` overrides) and is evaluated on the test split at its best
 validation epoch. With ``--pretrain BPRMF``, every KGAT run starts from the BPRMF run of the same seed (list
-BPRMF first). Prints a markdown table (mean ± std over seeds) and writes the per-run numbers as JSON.
+BPRMF first). Prints a markdown table (mean ± std over seeds) and writes it with the per-run numbers to
+``<out>/recsys_<dataset>.json`` (default ``results/recsys_table/``; ``--publish`` also copies it into
+``docs/results/recsys_table/``).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -23,10 +24,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from graphattn.io import atomic_write_text  # noqa: E402
-
 import recsys  # noqa: E402,F401
 from graphattn.config import Config, parse_cli_overrides  # noqa: E402
+from graphattn.results import Results, add_output_args  # noqa: E402
 from graphattn.training import RunDir, Trainer  # noqa: E402
 
 COLUMNS = ["recall@20", "ndcg@20", "ndcg_kgat@20", "hit@20", "recall@10", "ndcg@10"]
@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--pretrain", default=None, metavar="MODEL",
                         help="initialise KGAT from this model's run of the same seed (KGAT's pretrain key)")
-    parser.add_argument("--out", default=None)
+    add_output_args(parser, "recsys_table")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     overrides: dict[str | None, dict] = {}          # model (None: every model) -> key -> value
@@ -78,19 +78,21 @@ def main() -> None:
                       + f"  ({epochs} epochs, {test['seconds']:.0f} s)", flush=True)
     print("\n| model | " + " | ".join(COLUMNS) + " | epochs | seconds |")
     print("| --- |" + " ---: |" * (len(COLUMNS) + 2))
+    table = {}
     for model, runs in rows.items():
-        cells = []
+        cells, stats = [], {}
         for c in COLUMNS:
             v = np.array([r[c] for r in runs])
             cells.append(f"{v.mean():.4f} ± {v.std():.4f}")
+            stats[c] = {"mean": float(v.mean()), "std": float(v.std())}
         ep = np.mean([r["epochs"] for r in runs])
         sec = np.mean([r["seconds"] for r in runs])
         print(f"| {model} | " + " | ".join(cells) + f" | {ep:.0f} | {sec:.0f} |")
-    out = Path(args.out or ROOT / "docs" / f"recsys_{args.dataset}.json")
+        table[model] = {**stats, "epochs": float(ep), "seconds": float(sec)}
     overrides = {model or "*": values for model, values in overrides.items()}
-    atomic_write_text(out, json.dumps({"dataset": args.dataset, "overrides": overrides, "pretrain": args.pretrain,
-                                       "runs": rows}, indent=2))
-    print(f"wrote {out}")
+    Results.from_args("recsys_table", args).write_json(
+        f"recsys_{args.dataset}.json", {"dataset": args.dataset, "overrides": overrides, "pretrain": args.pretrain,
+                                        "runs": rows, "table": table}, seeds=args.seeds)
 
 
 if __name__ == "__main__":

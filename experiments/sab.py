@@ -3,10 +3,11 @@
 Trains the multi-scale grounding CNN with four conditioning choices - SAB softmax gate (paper), sigmoid gate
 (SE-style ablation), sentence concatenation (baseline) and no question (floor) - and reports on the test
 scenes the mean IoU with the referred shape, the wrong-object IoU (with the distractor shapes), and the IoU
-when the questions are shuffled across the batch (a grounded model must then lose the target). Writes
-``docs/img/sab_masks.png``: one scene, a mask predicted for each shape asked about.
+when the questions are shuffled across the batch (a grounded model must then lose the target). Writes every
+printed figure to ``<out>/sab.json`` and ``<out>/sab_masks.png``: one scene, a mask predicted for each shape asked
+about (``<out>`` defaults to ``results/sab/``; ``--publish`` also copies both into ``docs/results/sab/``).
 
-    .venv/bin/python experiments/sab.py [--epochs 10] [--train 2000] [--seeds 1]
+    .venv/bin/python experiments/sab.py [--epochs 10] [--train 2000] [--seeds 1] [--out DIR] [--publish]
 """
 from __future__ import annotations
 
@@ -21,13 +22,11 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from graphattn.config import CORE_OVERALL, load_yaml  # noqa: E402
-from graphattn.io import save_figure  # noqa: E402
+from graphattn.results import Results, add_output_args  # noqa: E402
 from graphattn.training import MemoryRun, Task, Trainer  # noqa: E402
 
 from vision.datasets.shapes_grounding import QuestionEncoder, GroundingSet, make_scene, COLOURS, SHAPES  # noqa: E402
 from vision.sab import SABGroundingNet, dice_loss, mask_iou  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def evaluate(net, ds, shuffle=False, bs=250):
@@ -102,8 +101,10 @@ def main():
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--gates", default="softmax,sigmoid,concat,none")
+    add_output_args(ap, "sab")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    out = Results.from_args("sab", args)
     enc = QuestionEncoder(64)
     train_set = GroundingSet(args.train, args.size, 0, enc)
     valid_set = GroundingSet(300, args.size, 1, enc)
@@ -112,6 +113,8 @@ def main():
     print(f"scenes: train {len(train_set)}, valid {len(valid_set)}, test {len(test_set)}, "
           f"{args.size}x{args.size}; target covers {100 * frac:.1f}% of pixels")
     models = {}
+    record = {"args": vars(args), "scenes": {"train": len(train_set), "valid": len(valid_set), "test": len(test_set)},
+              "target_pixel_fraction": frac, "gates": {}}
     for gate in args.gates.split(","):
         rows = []
         for seed in range(args.seeds):
@@ -125,11 +128,15 @@ def main():
         r = np.array(rows)
         print(f"gate {gate:8s} IoU {r[:, 0].mean():.3f}  wrong-object IoU {r[:, 1].mean():.3f}  | shuffled "
               f"questions: IoU {r[:, 2].mean():.3f}  wrong-object IoU {r[:, 3].mean():.3f}  (seeds {args.seeds})")
+        columns = ("iou", "wrong_iou", "shuffled_iou", "shuffled_wrong_iou")
+        record["gates"][gate] = {"per_seed": [dict(zip(columns, row)) for row in rows],
+                                 "mean": {c: float(r[:, j].mean()) for j, c in enumerate(columns)}}
+    out.write_json("sab.json", record, seeds=list(range(args.seeds)))
     if "softmax" in models:
-        plot(models["softmax"], enc, args.size, ROOT / "docs" / "img" / "sab_masks.png")
+        plot(models["softmax"], enc, args.size, out, "sab_masks.png")
 
 
-def plot(net, enc, size, path):
+def plot(net, enc, size, out: Results, name: str):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -157,9 +164,8 @@ def plot(net, enc, size, path):
         ax.axis("off")
     fig.suptitle("SAB (softmax gate): predicted mask per question, same image")
     fig.tight_layout()
-    save_figure(fig, path, dpi=110)
+    out.save_figure(fig, name, dpi=110)
     plt.close(fig)
-    print(f"wrote {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -4,9 +4,11 @@ Compares head-only, VPT-deep (shared prompts), R-TCPA (role split) and full TCPA
 top-k), each prompted method with the official post-softmax masking and with renormalised masking, over
 several seeds; reports test accuracy, the prompt-attention diversity (mean pairwise JS distance between
 patch tokens' attention rows over prompts) and the prompt-usage entropy of TCPA with and without the random
-warm-up. Writes ``docs/img/tcpa_prompt_attention.png``.
+warm-up. Writes every printed figure to ``<out>/tcpa.json`` and the prompt attention to
+``<out>/tcpa_prompt_attention.png`` (``<out>`` defaults to ``results/tcpa/``; ``--publish`` also copies both into
+``docs/results/tcpa/``).
 
-    .venv/bin/python experiments/tcpa.py [--seeds 5] [--epochs 20] [--pretrain-epochs 40]
+    .venv/bin/python experiments/tcpa.py [--seeds 5] [--epochs 20] [--pretrain-epochs 40] [--out DIR] [--publish]
 """
 from __future__ import annotations
 
@@ -22,15 +24,13 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from graphattn.config import CORE_OVERALL, load_yaml  # noqa: E402
-from graphattn.io import save_figure  # noqa: E402
+from graphattn.results import Results, add_output_args  # noqa: E402
 from graphattn.training import MemoryRun, Task, Trainer  # noqa: E402
 
 from graphattn.interpret import capture_attention  # noqa: E402
 from vision.base import split_indices  # noqa: E402
 from vision.tcpa import PromptedViT, prompt_attention_diversity, usage_entropy  # noqa: E402
 from vision.vit import SmallViT  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def digits_phases(seed: int = 0):
@@ -124,15 +124,21 @@ def main():
     ap.add_argument("--pool", type=int, default=8)
     ap.add_argument("--topk", type=int, default=3)
     ap.add_argument("--lr", type=float, default=0.01)
+    add_output_args(ap, "tcpa")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    out = Results.from_args("tcpa", args)
 
     phases = digits_phases(0)
     torch.manual_seed(0)
     vit = SmallViT(image_size=8, patch_size=2, dim=64, depth=4, heads=4, num_classes=5)
     fit(vit, phases["pre"], args.pretrain_epochs, 3e-3, 0, wd=0.05)
-    print(f"pretrained ViT on digits 0-4: test accuracy {accuracy(vit, phases['pre']['test']):.4f} "
+    pretrain_acc = accuracy(vit, phases["pre"]["test"])
+    print(f"pretrained ViT on digits 0-4: test accuracy {pretrain_acc:.4f} "
           f"(train {len(phases['pre']['train'][1])}, test {len(phases['pre']['test'][1])})")
+    record = {"args": vars(args), "pretrain": {"test_accuracy": pretrain_acc, "train": len(phases["pre"]["train"][1]),
+                                               "test": len(phases["pre"]["test"][1])},
+              "runs": [], "warmup": []}
     tune = phases["tune"]
     # VPT has no masked prompt, so its two maskings are the same function (tests/vision/test_tcpa.py): run once
     runs = [("head", "-"), ("vpt", "-"), ("r_tcpa", "post_softmax"),
@@ -159,6 +165,10 @@ def main():
         div_s = f"{np.mean(divs):.3f} +- {np.std(divs):.3f}" if divs else "-"
         print(f"{method:7s} {masking:13s} acc {np.mean(accs):.4f} +- {np.std(accs):.4f} "
               f"(seeds {', '.join(f'{a:.3f}' for a in accs)})  diversity {div_s}")
+        record["runs"].append({"method": method, "masking": masking, "accs": accs, "acc_mean": float(np.mean(accs)),
+                               "acc_std": float(np.std(accs)), "diversities": divs,
+                               "diversity_mean": float(np.mean(divs)) if divs else None,
+                               "diversity_std": float(np.std(divs)) if divs else None})
 
     # prompt usage entropy of TCPA with and without the random warm-up (seed 0, post-softmax)
     for warm in (0, 5 * steps_per_epoch):
@@ -169,13 +179,17 @@ def main():
         _, _, info = analyse(net, tune["test"][0])
         ent_c = np.mean([usage_entropy(sel[0], args.pool) for sel in info["selections"]])
         ent_i = np.mean([usage_entropy(sel[1], args.pool) for sel in info["selections"]])
-        print(f"tcpa random warm-up {warm:3d} steps: acc {accuracy(net, tune['test']):.4f}, usage entropy "
+        acc = accuracy(net, tune["test"])
+        print(f"tcpa random warm-up {warm:3d} steps: acc {acc:.4f}, usage entropy "
               f"cls-pool {ent_c:.3f}, image-pool {ent_i:.3f} (1 = uniform use of the {args.pool} prompts)")
+        record["warmup"].append({"random_warmup_steps": warm, "acc": acc, "usage_entropy_cls_pool": float(ent_c),
+                                 "usage_entropy_image_pool": float(ent_i)})
 
-    plot(probe_weights, ROOT / "docs" / "img" / "tcpa_prompt_attention.png")
+    out.write_json("tcpa.json", record, seeds=list(range(args.seeds)))
+    plot(probe_weights, out, "tcpa_prompt_attention.png")
 
 
-def plot(probe, path: Path):
+def plot(probe, out: Results, name: str):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -193,9 +207,8 @@ def plot(probe, path: Path):
         fig.colorbar(im, ax=ax, fraction=0.046)
     fig.suptitle("Attention to prompts (post-softmax masking; head mean)")
     fig.tight_layout()
-    save_figure(fig, path, dpi=110)
+    out.save_figure(fig, name, dpi=110)
     plt.close(fig)
-    print(f"wrote {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
