@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Any
 
@@ -13,10 +14,15 @@ __all__ = ["seed_everything", "resolve_device", "capture_rng_state", "restore_rn
 
 
 def seed_everything(seed: int, reproducibility: bool = True) -> None:
-    """Seed python's ``random``, numpy and torch (all devices).
+    """Seed python's ``random``, numpy and torch (all devices), and choose deterministic kernels or not.
 
-    With ``reproducibility`` cuDNN picks deterministic kernels and stops autotuning; without it,
-    cuDNN autotunes (faster, not bit-reproducible).
+    With ``reproducibility`` PyTorch runs deterministic algorithms (``torch.use_deterministic_algorithms``):
+    on CPU this matters for the backward of advanced indexing (``x[idx]`` accumulates gradients with
+    several threads in whatever order they finish, so a multi-threaded KGAT run was not repeatable), and on
+    a GPU it selects deterministic scatter / index kernels and cuBLAS workspaces; cuDNN stops autotuning.
+    An op with no deterministic kernel on the device warns (``warn_only``) instead of failing; PyTorch
+    names the op in the warning. Without ``reproducibility`` the fastest kernels are used and cuDNN
+    autotunes (not bit-reproducible).
     """
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
@@ -25,6 +31,10 @@ def seed_everything(seed: int, reproducibility: bool = True) -> None:
     torch.manual_seed(seed)
     torch.backends.cudnn.deterministic = bool(reproducibility)
     torch.backends.cudnn.benchmark = not reproducibility
+    if reproducibility:
+        # cuBLAS needs a fixed workspace for deterministic results; read when cuBLAS first starts
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(bool(reproducibility), warn_only=True)
 
 
 def resolve_device(name: str | torch.device) -> torch.device:

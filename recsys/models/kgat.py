@@ -236,7 +236,7 @@ class KGAT(RecModel):
 
     def kg_loss(self, heads, relations, tails, neg_tails):
         emb = self.embedding.weight
-        e_r = self.score.e_r[relations]                                         # (B, k)
+        e_r = self.score.e_r.index_select(0, relations)                         # (B, k)
         nodes = torch.cat([heads, tails, neg_tails])
         h, t, n = typed_linear(emb.index_select(0, nodes), relations.repeat(3), self.score.W_r).chunk(3)
         pos = (h + e_r - t).pow(2).sum(-1)
