@@ -24,5 +24,6 @@ from .data import convex_hull  # noqa: E402,F401
 
 # models (sequence/models/__init__.py imports each model file, which registers it)
 from . import models  # noqa: E402,F401
+from . import interactcomp  # noqa: E402,F401  (task interactcomp: InteractCompPolicy)
 
 __all__ = ["PointerModel", "SequenceData", "SequenceTask"]
