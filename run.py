@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _error(message: object) -> int:
     text = " ".join(str(message).split())  # one line, whatever the exception held
     print(f"error: {text}", file=sys.stderr)
-    return 2
+    return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

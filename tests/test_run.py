@@ -48,20 +48,20 @@ def test_help_lists_registered_models_and_datasets():
         assert f"  {name} (" in out, f"dataset {name} missing from --help"
 
 
-def test_unknown_model_is_one_line_exit_2(capsys):
-    assert run.main(["--model", "FOO", "--dataset", "ml-100k"]) == 2
+def test_unknown_model_is_one_line_exit_1(capsys):
+    assert run.main(["--model", "FOO", "--dataset", "ml-100k"]) == 1
     captured = capsys.readouterr()
     assert _one_error_line(captured.err).startswith("error: Unknown model 'FOO'. Available: ")
     assert captured.out == ""
 
 
 def test_missing_required_argument_exit_2(capsys):
-    assert run.main(["--model", "X"]) == 2
+    assert run.main(["--model", "X"]) == 2   # argparse usage error
     assert "--dataset" in capsys.readouterr().err
 
 
-def test_unknown_dataset_is_one_line_exit_2(toy_task, capsys):
-    assert run.main(["--model", toy_task.model, "--dataset", "qqq"]) == 2
+def test_unknown_dataset_is_one_line_exit_1(toy_task, capsys):
+    assert run.main(["--model", toy_task.model, "--dataset", "qqq"]) == 1
     line = _one_error_line(capsys.readouterr().err)
     assert line.startswith("error: Unknown dataset 'qqq'. Available: ")
     assert toy_task.dataset in line and "or a directory path" in line
@@ -77,15 +77,15 @@ def test_unknown_dataset_is_one_line_exit_2(toy_task, capsys):
         (["--device=tpu"], "device: expected auto, cpu"),
     ],
 )
-def test_bad_config_is_one_line_exit_2(toy_task, capsys, extra, message):
-    assert run.main(["--model", toy_task.model, "--dataset", toy_task.dataset, *extra]) == 2
+def test_bad_config_is_one_line_exit_1(toy_task, capsys, extra, message):
+    assert run.main(["--model", toy_task.model, "--dataset", toy_task.dataset, *extra]) == 1
     assert message in _one_error_line(capsys.readouterr().err)
 
 
-def test_bad_config_file_is_one_line_exit_2(toy_task, tmp_path, capsys):
+def test_bad_config_file_is_one_line_exit_1(toy_task, tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("hidden_size: [1\n")
-    assert run.main(["--model", toy_task.model, "--dataset", toy_task.dataset, "--config_files", str(bad)]) == 2
+    assert run.main(["--model", toy_task.model, "--dataset", toy_task.dataset, "--config_files", str(bad)]) == 1
     assert f"{bad}: invalid YAML" in _one_error_line(capsys.readouterr().err)
 
 
@@ -124,10 +124,10 @@ def test_main_trains_the_task_end_to_end(toy_task, tmp_saved, tmp_path, capsys):
     assert sorted(p.name for p in tmp_saved.iterdir()) == [folder.name]
 
 
-def test_resume_from_missing_folder_is_one_line_exit_2(toy_task, tmp_saved, capsys):
+def test_resume_from_missing_folder_is_one_line_exit_1(toy_task, tmp_saved, capsys):
     argv = ["--model", toy_task.model, "--dataset", toy_task.dataset, f"--checkpoint_dir={tmp_saved}",
             f"--resume={tmp_saved / 'gone'}"]
-    assert run.main(argv) == 2
+    assert run.main(argv) == 1
     captured = capsys.readouterr()
     assert "is not a run folder" in _one_error_line(captured.err)
     assert "# from" not in captured.out     # fails before the merged config is printed
@@ -151,7 +151,7 @@ def test_setup_declares_bounded_dependencies():
 def test_a_run_that_fails_before_training_leaves_no_run_folder(tmp_saved, capsys):
     # ntu-mutual26 needs files the user puts in place: the data error is one line and no folder stays behind
     argv = ["--model", "LateFusionSkeleton", "--dataset", "ntu-mutual26", f"--checkpoint_dir={tmp_saved}"]
-    assert run.main(argv) == 2
+    assert run.main(argv) == 1
     err = capsys.readouterr().err
     line = err.strip().splitlines()[-1]
     assert "Traceback" not in err and line.startswith("error: ")
