@@ -28,6 +28,7 @@ setup(
         "tqdm>=4.66,<5",
         "matplotlib>=3.8,<4",
         "scikit-learn>=1.3,<2",
+        "fast-tsp>=0.2.2,<0.3",  # TSP labels for n > 12 (sequence/data/tsp.py); MIT licence
     ],
     # recbole (only for its bundled ml-100k atomic files, the offline default dataset) is installed by the
     # Makefile with --no-deps:

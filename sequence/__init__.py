@@ -21,6 +21,8 @@ register_task("sequence", task=SequenceTask, overall=_HERE / "overall.yaml", mod
 
 # datasets (each module registers its names on import)
 from .data import convex_hull  # noqa: E402,F401
+from .data import tsp  # noqa: E402,F401
+from .data import delaunay  # noqa: E402,F401
 
 # models (sequence/models/__init__.py imports each model file, which registers it)
 from . import models  # noqa: E402,F401

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .data.base import PAD, SequenceData
+from .masks import teacher_forced_mask
 
 __all__ = ["PointerModel", "valid_positions"]
 
@@ -31,10 +32,13 @@ class PointerModel(nn.Module):
     - ``forward(batch) -> (scores (B, T, 1 + N), mask (B, 1 or T, 1 + N))``: teacher-forced pointer scores of
       every target step and the positions each step may point to (``True`` = allowed);
     - ``decode(batch, max_steps, mask_rule) -> (B, S)`` long: predicted pointers, the stop 0 where the model
-      stopped, -1 after it (``mask_rule`` names a :mod:`sequence.masks` rule).
+      stopped, -1 after it (``mask_rule`` names a :mod:`sequence.masks` rule);
+    - optionally ``decode_beam(batch, max_steps, mask_rule, beam_size)``, the same output by beam search
+      (used by the task when ``beam_size`` > 1; beam size 1 must equal :meth:`decode`).
 
     :meth:`loss` is the paper's objective: the negative log-likelihood of the target sequence (the sum of
-    per-step cross-entropies over its real steps), averaged over the batch.
+    per-step cross-entropies over its real steps), averaged over the batch; with ``mask_rule`` each step's
+    softmax runs over the positions that rule allows after the target's prefix (``train_mask``; not the paper).
     """
 
     def __init__(self, config: Mapping[str, Any], data: SequenceData) -> None:
@@ -47,9 +51,19 @@ class PointerModel(nn.Module):
     def decode(self, batch: dict[str, Tensor], max_steps: int, mask_rule: str = "none") -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} must define decode(batch, max_steps, mask_rule)")
 
-    def loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+    def decode_beam(self, batch: dict[str, Tensor], max_steps: int, mask_rule: str = "none",
+                    beam_size: int = 1) -> Tensor:
+        if beam_size == 1:
+            return self.decode(batch, max_steps, mask_rule)
+        raise NotImplementedError(f"{type(self).__name__} has no beam search (decode_beam); set beam_size: 1 "
+                                  "for greedy decoding")
+
+    def loss(self, batch: dict[str, Tensor], mask_rule: str | None = None) -> tuple[Tensor, dict[str, float]]:
         scores, mask = self(batch)
         targets = batch["targets"]
+        if mask_rule is not None:
+            valid = valid_positions(batch["lengths"], batch["points"].shape[1])
+            mask = mask & teacher_forced_mask(mask_rule, valid, targets)
         real = targets != PAD
         log_p = F.log_softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
         picked = log_p.gather(-1, targets.clamp_min(0)[..., None])[..., 0]            # (B, T)

@@ -1,11 +1,14 @@
-"""Task ``sequence``: supervised pointer outputs (convex hull today; Delaunay, TSP later).
+"""Task ``sequence``: supervised pointer outputs (convex hull, Delaunay triangulation, TSP).
 
 Per epoch one pass over the training split in an order drawn from a generator the task owns (seeded by
 ``seed``, saved with the run so a resumed run continues exactly), through the model's teacher-forced
-:meth:`~sequence.base.PointerModel.loss`. Evaluation decodes every instance greedily with the
-``decode_mask`` rule (:mod:`sequence.masks`) and reports ``accuracy`` (the whole output, stop included,
-equals the target) plus the metrics of the dataset's :class:`~sequence.data.base.PointerProblem`.
-Keys: train_batch_size, eval_batch_size, decode_mask, valid_metric.
+:meth:`~sequence.base.PointerModel.loss`. Evaluation decodes every instance (greedily, or by beam search
+when ``beam_size`` > 1) with the ``decode_mask`` rule (:mod:`sequence.masks`) and reports ``accuracy`` (the
+whole output, stop included, equals the target) plus the metrics of the dataset's
+:class:`~sequence.data.base.PointerProblem`; a metric the problem lists in ``lower_is_better`` (TSP's tour
+length) makes the run keep the epoch with the lowest value.
+With ``train_mask`` the loss normalises each step over what the ``decode_mask`` rule allows (not the paper).
+Keys: train_batch_size, eval_batch_size, decode_mask, beam_size, train_mask, valid_metric.
 """
 from __future__ import annotations
 
@@ -54,6 +57,9 @@ class SequenceTask(Task):
 
     def __init__(self, config: Mapping[str, Any], data: SequenceData | None = None) -> None:
         self.mask_rule = check_mask_name(config["decode_mask"])   # before the (possibly slow) data loading
+        self.beam_size = config["beam_size"]
+        if isinstance(self.beam_size, bool) or not isinstance(self.beam_size, int) or self.beam_size < 1:
+            raise ValueError(f"beam_size: expected an int >= 1 (1 = greedy decoding), got {self.beam_size!r}")
         super().__init__(config, data)
         self.generator = torch.Generator().manual_seed(int(config["seed"]))
 
@@ -61,7 +67,12 @@ class SequenceTask(Task):
         return load_data(config)
 
     def describe(self) -> str:
-        return f"{self.data}; decoding mask '{self.mask_rule}'"
+        how = "greedy" if self.beam_size == 1 else f"beam search (beam {self.beam_size})"
+        return f"{self.data}; {how} decoding, mask '{self.mask_rule}'"
+
+    @property
+    def mode(self) -> str:
+        return "min" if self.metric in self.data.problem.lower_is_better else "max"
 
     def metric_names(self) -> list[str]:
         return ["accuracy", *self.data.problem.metric_names]
@@ -73,16 +84,20 @@ class SequenceTask(Task):
         return SizedBatches((split.batch(c) for c in chunks), math.ceil(len(split) / size))
 
     def loss(self, model: PointerModel, batch, phase: str):
-        return model.loss(batch)
+        return model.loss(batch, self.mask_rule if self.config["train_mask"] else None)
 
     def predict(self, model: PointerModel, split: str) -> list[list[int]]:
-        """Greedy outputs of every instance of ``split`` (each up to its stop)."""
+        """Decoded outputs of every instance of ``split`` (each up to its stop)."""
         data, size = self.data.split(split), int(self.config["eval_batch_size"])
         out: list[list[int]] = []
         for index in torch.arange(len(data)).split(size):
             batch = move_to(data.batch(index), self.device)
             steps = self.data.problem.max_steps(int(batch["points"].shape[1]))
-            rows = model.decode(batch, steps, self.mask_rule).cpu().tolist()
+            if self.beam_size == 1:
+                rows = model.decode(batch, steps, self.mask_rule)
+            else:
+                rows = model.decode_beam(batch, steps, self.mask_rule, self.beam_size)
+            rows = rows.cpu().tolist()
             out.extend(trim_prediction(r) for r in rows)
         return out
 

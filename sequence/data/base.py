@@ -8,13 +8,13 @@ is the end symbol, so a model's pointer position 0 is its stop vector. In memory
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["STOP", "PAD", "PointerSplit", "PointerProblem", "SequenceData"]
+__all__ = ["STOP", "PAD", "PointerSplit", "PointerProblem", "SequenceData", "key_source", "check_int_keys"]
 
 STOP = 0
 PAD = -1
@@ -88,12 +88,14 @@ class PointerSplit:
 class PointerProblem:
     """What a dataset says about its outputs beyond exact-match accuracy (computed by the task for all).
 
-    Subclasses set :attr:`name`, :attr:`metric_names` and override :meth:`evaluate` (and :meth:`max_steps`
-    when outputs can be longer than ``n + 1``).
+    Subclasses set :attr:`name`, :attr:`metric_names` (and :attr:`lower_is_better`, those of them where a
+    smaller value is better) and override :meth:`evaluate` (and :meth:`max_steps` when outputs can be longer
+    than ``n + 1``).
     """
 
     name: str = "pointer"
     metric_names: tuple[str, ...] = ()
+    lower_is_better: tuple[str, ...] = ()
 
     def max_steps(self, n_points: int) -> int:
         """Decoding steps allowed for inputs of ``n_points`` points, stop included."""
@@ -136,3 +138,17 @@ class SequenceData:
 
         return (f"{self.name}: {self.problem.name}, train {info(self.train)}, valid {info(self.valid)}, "
                 f"test {info(self.test)}")
+
+
+def key_source(config: Mapping[str, Any], key: str) -> str:
+    """``'key' (from <layer>)`` when the config knows where the key was set (for error messages)."""
+    source = getattr(config, "source", None)
+    return f"'{key}' (from {source(key)})" if callable(source) else f"'{key}'"
+
+
+def check_int_keys(config: Mapping[str, Any], lows: Mapping[str, int], why: str = "") -> None:
+    """Each ``config[key]`` is an int >= ``lows[key]``, else a ``ValueError`` naming the key and its layer."""
+    for key, low in lows.items():
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{key_source(config, key)}: expected an int >= {low}{why}, got {value!r}")

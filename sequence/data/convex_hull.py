@@ -26,7 +26,7 @@ from scipy.spatial import ConvexHull
 
 from graphattn.registry import register_dataset
 
-from .base import STOP, PointerProblem, PointerSplit, SequenceData
+from .base import STOP, PointerProblem, PointerSplit, SequenceData, key_source
 from .geometry import polygon_area, is_simple_polygon
 from .pointer_file import read_pointer_file
 
@@ -91,23 +91,18 @@ class ConvexHullProblem(PointerProblem):
                 "fail_rate": (len(cover) - len(ok)) / n}
 
 
-def _where(config: Mapping[str, Any], key: str) -> str:
-    source = getattr(config, "source", None)
-    return f"'{key}' (from {source(key)})" if callable(source) else f"'{key}'"
-
-
 def _check(config: Mapping[str, Any]) -> None:
     for key, low in (("n_min", 3), ("test_n", 3), ("train_size", 1), ("valid_size", 1), ("test_size", 1)):
         value = config[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{_where(config, key)}: expected an int >= {low} (a hull needs 3 points), got {value!r}")
+            raise ValueError(f"{key_source(config, key)}: expected an int >= {low} (a hull needs 3 points), got {value!r}")
     if config["n_max"] < config["n_min"]:
         raise ValueError(f"n_min ({config['n_min']}) must not exceed n_max ({config['n_max']}); "
-                         f"set {_where(config, 'n_min')} <= {_where(config, 'n_max')}")
+                         f"set {key_source(config, 'n_min')} <= {key_source(config, 'n_max')}")
     for split in ("train", "valid", "test"):
         value = config[f"hull_{split}_file"]
         if value is not None and not isinstance(value, str):
-            raise TypeError(f"{_where(config, f'hull_{split}_file')}: expected a path (str) or null, got {value!r}")
+            raise TypeError(f"{key_source(config, f'hull_{split}_file')}: expected a path (str) or null, got {value!r}")
 
 
 def load_convex_hull(config: Mapping[str, Any]) -> SequenceData:

@@ -13,6 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
+from graphattn.io import atomic_write_text
+
 __all__ = ["read_pointer_file", "write_pointer_file", "parse_pointer_line"]
 
 _SEPARATOR = "output"
@@ -68,7 +70,7 @@ def read_pointer_file(path: str | Path, dim: int = 2) -> tuple[list[np.ndarray],
 
 def write_pointer_file(path: str | Path, points: Sequence[np.ndarray], outputs: Sequence[Sequence[int]]) -> Path:
     """Write instances in the paper's format; floats as their shortest round-trip ``repr``, so reading back
-    gives the same float64 values. ``outputs`` are 1-based, without a stop symbol."""
+    gives the same float64 values. ``outputs`` are 1-based, without a stop symbol. The write is atomic."""
     if len(points) != len(outputs):
         raise ValueError(f"got {len(points)} point sets but {len(outputs)} outputs")
     path = Path(path)
@@ -76,5 +78,5 @@ def write_pointer_file(path: str | Path, points: Sequence[np.ndarray], outputs: 
     for p, o in zip(points, outputs):
         coords = " ".join(repr(float(v)) for v in np.asarray(p, dtype=np.float64).ravel())
         lines.append(f"{coords} {_SEPARATOR} {' '.join(str(int(i)) for i in o)}\n")
-    path.write_text("".join(lines), encoding="utf-8")
+    atomic_write_text(path, "".join(lines))
     return path

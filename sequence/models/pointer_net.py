@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -60,7 +61,10 @@ class PointerNet(PointerModel):
       vector, then the embedding of the point chosen at the previous step (the target's, in training).
     - Pointer: :class:`PointerAttention`; training masks padding only, decoding also applies the
       ``decode_mask`` rule (:mod:`sequence.masks`).
-    - Decoding is greedy. Beam search (the paper's) is not implemented yet.
+    - Decoding: greedy (:meth:`decode`) or beam search (:meth:`decode_beam`, the paper's; ``beam_size`` key of
+      the task). The beam keeps the ``beam_size`` prefixes of highest total log-probability (no length
+      normalisation, which the paper does not mention); a finished beam keeps its score and competes with
+      the unfinished ones; the best finished sequence is returned. Every beam obeys the ``decode_mask`` rule.
 
     Args (config keys, ``sequence/model/PointerNet.yaml``):
         hidden_size: H (256; the paper uses 256 or 512).
@@ -129,3 +133,46 @@ class PointerNet(PointerModel):
                 break
             x = self._pointed(points, choice[:, None])
         return out
+
+    @torch.no_grad()
+    def decode_beam(self, batch: dict[str, Tensor], max_steps: int, mask_rule: str = "none",
+                    beam_size: int = 1) -> Tensor:
+        """Beam search with ``beam_size`` (K) beams per instance; all B * K beams run as one batch.
+
+        Shapes: -> (B, max_steps) long, like :meth:`decode`.
+        """
+        if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
+            raise ValueError(f"beam_size: expected an int >= 1, got {beam_size!r}")
+        points, lengths = batch["points"], batch["lengths"]
+        b, n, k = points.shape[0], points.shape[1], beam_size
+        enc, (h, c) = self.encode(points, lengths)
+        keys = self.pointer.keys(enc).repeat_interleave(k, 0)                                       # (BK, 1+N, H)
+        state = (h.repeat_interleave(k, 1), c.repeat_interleave(k, 1))
+        points = points.repeat_interleave(k, 0)
+        mask = step_mask(mask_rule, valid_positions(lengths, n).repeat_interleave(k, 0))
+        out = torch.full((b * k, max_steps), PAD, dtype=torch.long, device=points.device)
+        done = torch.zeros(b * k, dtype=torch.bool, device=points.device)
+        score = torch.full((b, k), float("-inf"), device=points.device)
+        score[:, 0] = 0.0                                     # one live beam per instance at the start
+        finished = torch.full((n + 1,), float("-inf"), device=points.device)
+        finished[STOP] = 0.0                                  # a finished beam's only (free) continuation
+        offset = torch.arange(b, device=points.device)[:, None] * k
+        x = self.go.expand(b * k, 1, -1)
+        for t in range(max_steps):
+            dec, state = self.decoder(x, state)
+            scores = self.pointer(dec, keys)[:, 0].masked_fill(~mask.allowed(), float("-inf"))     # (BK, 1+N)
+            log_p = torch.where(done[:, None], finished, F.log_softmax(scores, dim=-1))
+            total = (score.reshape(-1, 1) + log_p).reshape(b, k * (n + 1))
+            score, flat = total.topk(k, dim=-1)                                                      # (B, K)
+            parent = (flat // (n + 1) + offset).reshape(-1)                                          # (BK,)
+            choice = (flat % (n + 1)).reshape(-1)
+            out, done, state = out[parent], done[parent], (state[0][:, parent], state[1][:, parent])
+            mask.select(parent)
+            out[:, t] = torch.where(done, PAD, choice)
+            mask.update(choice)
+            done = done | (choice == STOP)
+            if bool(done.all()):
+                break
+            x = self._pointed(points, choice[:, None])
+        best = score.argmax(-1) + offset[:, 0]                # topk sorts, so this is beam 0 of each instance
+        return out[best]

@@ -9,6 +9,8 @@ from sequence.task import trim_prediction
 
 from .conftest import TINY
 
+TSP_TINY = {**{k: v for k, v in TINY.items() if k not in ("n_min", "n_max", "test_n")}, "tsp_n": 5}
+
 
 def test_trim_prediction():
     assert trim_prediction([1, 2, 1, 0, -1]) == [1, 2, 1, 0]
@@ -53,7 +55,37 @@ def test_run_py_trains_pointer_net(tmp_path, capsys):
 
 
 def test_bad_decode_mask_and_valid_metric(tmp_path):
-    with pytest.raises(ValueError, match="decode_mask: expected one of none, polygon"):
+    with pytest.raises(ValueError, match="decode_mask: expected one of none, polygon, tour"):
         Trainer.from_config(Config("PointerNet", "convex-hull", config_dict={**TINY, "decode_mask": "hull"}))
     with pytest.raises(ValueError, match="valid_metric: 'area' is not computed"):
         Trainer.from_config(Config("PointerNet", "convex-hull", config_dict={**TINY, "valid_metric": "area"}))
+
+
+def test_beam_decoding_at_evaluation_and_bad_beam_size():
+    from sequence.task import SequenceTask
+
+    with pytest.raises(ValueError, match="beam_size: expected an int >= 1"):
+        SequenceTask(Config("PointerNet", "convex-hull", config_dict={**TINY, "beam_size": 0}))
+    greedy = Trainer.from_config(Config("PointerNet", "convex-hull", config_dict=TINY))
+    beam = Trainer.from_config(Config("PointerNet", "convex-hull", config_dict={**TINY, "beam_size": 3}))
+    beam.model.load_state_dict(greedy.model.state_dict())
+    assert "beam search (beam 3)" in beam.task.describe()
+    one = beam.task.predict(beam.model, "test")
+    beam.task.beam_size = 1
+    assert beam.task.predict(beam.model, "test") == greedy.task.predict(greedy.model, "test")
+    assert all(p[-1] == 0 for p in one) and beam.task.mode == "max"
+
+
+def test_pointer_net_on_tsp_end_to_end(tmp_path):
+    cfg = Config("PointerNet", "tsp", config_dict={**TSP_TINY, "epochs": 2, "beam_size": 2, "train_mask": True,
+                                                   "checkpoint_dir": str(tmp_path), "tsp_cache": False})
+    run_dir = RunDir.create(cfg)
+    try:
+        trainer = Trainer.from_config(cfg, run_dir)
+        assert trainer.task.mode == "min" and trainer.task.metric == "tour_length"
+        test = trainer.fit()
+    finally:
+        run_dir.close()
+    assert set(test) == {"accuracy", "tour_length", "target_length", "gap", "infeasible"}
+    assert test["infeasible"] == 0                                   # the tour mask allows feasible tours only
+    assert test["tour_length"] >= test["target_length"] - 1e-6 and test["gap"] >= -1e-6

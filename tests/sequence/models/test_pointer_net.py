@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -106,3 +107,81 @@ def test_a_few_steps_lower_the_loss(hull_data):
         model.loss(batch)[0].backward()
         opt.step()
     assert model.loss(batch)[0].item() < 0.8 * first
+
+
+def _masked_log_prob(model, batch, sequences, rule):
+    """log p of each row of ``sequences`` (B, T) under teacher forcing, each step normalised over the positions
+    the ``rule`` mask allows (what beam search maximises); a reference independent of decode_beam."""
+    from sequence.masks import step_mask
+
+    scores, _ = model({**batch, "targets": sequences})
+    mask = step_mask(rule, valid_positions(batch["lengths"], batch["points"].shape[1]))
+    total = torch.zeros(len(sequences), dtype=scores.dtype)
+    for t in range(sequences.shape[1]):
+        log_p = F.log_softmax(scores[:, t].masked_fill(~mask.allowed(), float("-inf")), -1)
+        total += log_p.gather(1, sequences[:, t:t + 1])[:, 0]
+        mask.update(sequences[:, t])
+    return total
+
+
+def test_beam_of_one_equals_greedy(config, hull_data):
+    model = PointerNet(config, hull_data)
+    batch = _batch(hull_data.test, range(16))
+    steps = int(batch["points"].shape[1]) + 2
+    for rule in ("none", "polygon", "tour"):
+        assert torch.equal(model.decode_beam(batch, steps, rule, 1), model.decode(batch, steps, rule))
+
+
+def test_exhaustive_beam_finds_the_most_likely_tour(config):
+    import itertools
+
+    from ..conftest import tiny_hull_data
+
+    data = tiny_hull_data(size=6, n_min=4, n_max=4)
+    model = PointerNet(config, data)
+    batch = _batch(data.test, range(6))
+    found = model.decode_beam(batch, 6, "tour", beam_size=24)        # 4! tours: the beam never drops one
+    tours = torch.tensor([[*p, p[0], STOP] for p in itertools.permutations(range(1, 5))])
+    for i in range(6):
+        one = _batch(data.test, [i] * len(tours))
+        log_p = _masked_log_prob(model, one, tours, "tour")
+        assert torch.equal(found[i], tours[int(log_p.argmax())])
+    greedy = model.decode(batch, 6, "tour")
+    narrow = model.decode_beam(batch, 6, "tour", beam_size=3)
+    assert (_masked_log_prob(model, batch, found, "tour") >= _masked_log_prob(model, batch, narrow, "tour") - 1e-6).all()
+    assert (_masked_log_prob(model, batch, found, "tour") >= _masked_log_prob(model, batch, greedy, "tour") - 1e-6).all()
+
+
+def test_beam_search_keeps_instances_apart_and_obeys_the_mask(config, hull_data):
+    model = PointerNet(config, hull_data)
+    split = hull_data.test
+    together = _batch(split, range(8))
+    out = model.decode_beam(together, 9, "polygon", beam_size=4)
+    for i in (0, 5):
+        assert torch.equal(out[i:i + 1], model.decode_beam(_batch(split, [i]), 9, "polygon", beam_size=4))
+    for row, n in zip(out.tolist(), together["lengths"].tolist()):
+        row = [v for v in row if v != PAD]
+        assert row[-1] == STOP and row[-2] == row[0] and len(set(row[:-2])) == len(row) - 2 >= 3
+    with pytest.raises(ValueError, match="beam_size: expected an int >= 1, got 0"):
+        model.decode_beam(together, 9, "polygon", beam_size=0)
+
+
+def test_loss_with_a_training_mask_normalises_over_the_allowed_positions(config, hull_data):
+    model = PointerNet(config, hull_data)
+    batch = _batch(hull_data.train, [0])
+    target = batch["targets"][0].tolist()
+    scores, _ = model(batch)
+    allowed, visited, total = set(range(1, int(batch["lengths"][0]) + 1)), [], 0.0
+    for t, choice in enumerate(target):                         # the polygon rule by hand
+        if t < 3:
+            ok = allowed - set(visited)
+        elif visited[0] == visited[-1] and t > 1:
+            ok = {STOP}
+        else:
+            ok = (allowed - set(visited)) | {visited[0]}
+        ok = sorted(ok)
+        total = total - F.log_softmax(scores[0, t, ok], -1)[ok.index(choice)]
+        visited.append(choice)
+    loss, _ = model.loss(batch, "polygon")
+    torch.testing.assert_close(loss, total)
+    assert loss < model.loss(batch)[0]                          # fewer competitors, higher likelihood
