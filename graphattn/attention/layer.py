@@ -29,13 +29,16 @@ class AttentionInfo:
     """What an attention hook is told about the weights it receives.
 
     ``path`` is ``"sparse"`` (weights ``(E, H)``, one row per edge of ``edge_index``) or ``"dense"``
-    (weights ``(B, H, Nq, Nk)``).
+    (weights ``(B, H, Nq, Nk)``). Score hooks get the same, with the dense path's boolean ``mask``
+    (broadcastable to the scores, ``True`` = may attend; ``None`` = every pair), so that a hook can leave
+    missing edges out of what it measures.
     """
 
     path: str
     heads: int
     edge_index: Tensor | None = None
     edge_type: Tensor | None = None
+    mask: Tensor | None = None
 
 
 @dataclass
@@ -48,6 +51,7 @@ class AttentionWeights:
 
 
 AttentionHook = Callable[["GraphAttention", Tensor, AttentionInfo], "Tensor | None"]
+ScoreHook = AttentionHook
 
 _NORMALIZERS = {"dst_softmax": DstSoftmax, "softmax": DstSoftmax, "src_softmax": SrcSoftmax,
                 "sigmoid": SigmoidGate, "none": NoNorm}
@@ -84,7 +88,9 @@ class GraphAttention(nn.Module):
 
     Hooks registered with :meth:`register_attention_hook` see (and may replace) the normalised weights of
     every call on both paths, which is how :mod:`graphattn.interpret` reads, ablates or patches heads
-    without touching model code.
+    without touching model code. Hooks registered with :meth:`register_score_hook` do the same with the
+    raw scores before the normaliser (adversarial training on attention perturbs them there); either
+    kind turns off the fused SDPA shortcut.
 
     Args:
         in_dim: feature size of receivers (and of senders unless ``src_dim`` is given).
@@ -147,6 +153,7 @@ class GraphAttention(nn.Module):
         self.score, self.normalizer, self.message, self.update = score, normalizer, message, update
         self.dropout = float(dropout)
         self._attention_hooks: OrderedDict[int, AttentionHook] = OrderedDict()
+        self._score_hooks: OrderedDict[int, ScoreHook] = OrderedDict()
 
     def reset_parameters(self) -> None:
         for module in (self.score, self.message, self.update):
@@ -166,12 +173,31 @@ class GraphAttention(nn.Module):
         self._attention_hooks[handle.id] = hook
         return handle
 
-    def _run_hooks(self, weights: Tensor, info: AttentionInfo) -> Tensor:
-        for hook in list(self._attention_hooks.values()):
+    def register_score_hook(self, hook: ScoreHook) -> RemovableHandle:
+        """Call ``hook(layer, scores, info)`` on the raw scores of every forward call, before the normaliser.
+
+        Scores are ``(E, H)`` (sparse) or ``(B, H, Nq, Nk)`` (dense, before the mask is applied, which the
+        normaliser does afterwards, so a change to a missing edge has no effect). A hook returning a tensor
+        replaces the scores (same shape; gradients flow through it); returning ``None`` leaves them.
+        Returns a handle whose ``remove()`` unregisters the hook.
+        """
+        handle = RemovableHandle(self._score_hooks)
+        self._score_hooks[handle.id] = hook
+        return handle
+
+    @property
+    def has_hooks(self) -> bool:
+        """Whether any attention or score hook is registered: fast paths that never form the scores or the
+        weights (fused SDPA, gathered or routed kernels) must not be taken then."""
+        return bool(self._attention_hooks or self._score_hooks)
+
+    def _run_hooks(self, weights: Tensor, info: AttentionInfo, hooks: OrderedDict | None = None,
+                   kind: str = "attention") -> Tensor:
+        for hook in list((self._attention_hooks if hooks is None else hooks).values()):
             out = hook(self, weights, info)
             if out is not None:
                 if out.shape != weights.shape:
-                    raise ValueError(f"attention hook returned shape {tuple(out.shape)}, expected {tuple(weights.shape)}")
+                    raise ValueError(f"{kind} hook returned shape {tuple(out.shape)}, expected {tuple(weights.shape)}")
                 weights = out
         return weights
 
@@ -191,6 +217,9 @@ class GraphAttention(nn.Module):
         self._check_edges(edge_index, x.shape[0], x_src.shape[0], edge_type)
         q, k = self.score.project(x, x_src)                                   # (N, H, Dh), (M, H, Dh)
         scores = self.score.edge(q, k, edge_index, edge_type)                  # (E, H)
+        if self._score_hooks:
+            scores = self._run_hooks(scores, AttentionInfo("sparse", scores.shape[-1], edge_index, edge_type),
+                                     self._score_hooks, "score")
         weights = self.normalizer.edge(scores, edge_index, x.shape[0], x_src.shape[0])
         if self._attention_hooks:
             weights = self._run_hooks(weights, AttentionInfo("sparse", weights.shape[-1], edge_index, edge_type))
@@ -223,7 +252,7 @@ class GraphAttention(nn.Module):
         q, k = self.score.project(x, x_src)
         q, k = q.transpose(1, 2), k.transpose(1, 2)                            # (B, H, N, Dh), (B, H, M, Dh)
         v = self.message.project(x_src).transpose(1, 2)                        # (B, H, M, Dv)
-        use_sdpa = (self.score.sdpa and self.normalizer.sdpa and not need_weights and not self._attention_hooks)
+        use_sdpa = self.score.sdpa and self.normalizer.sdpa and not need_weights and not self.has_hooks
         if use_sdpa:
             empty = None
             if mask is not None:
@@ -235,7 +264,10 @@ class GraphAttention(nn.Module):
             if empty is not None and bool(empty.any()):
                 out = out.masked_fill(empty, 0.0)
             return out, None
-        weights = self.normalizer.dense(self.score.dense(q, k), mask)          # (B, H, N, M)
+        scores = self.score.dense(q, k)                                        # (B, H, N, M)
+        if self._score_hooks:
+            scores = self._run_hooks(scores, AttentionInfo("dense", self.heads, mask=mask), self._score_hooks, "score")
+        weights = self.normalizer.dense(scores, mask)                          # (B, H, N, M)
         if self._attention_hooks:
             weights = self._run_hooks(weights, AttentionInfo("dense", self.heads))
         weights = self._drop(weights)

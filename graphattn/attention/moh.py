@@ -184,7 +184,7 @@ class MoHAttention(nn.Module):
         g = routing.gates
         if edge_index is not None:
             heads_out = self.attn(x, edge_index).unflatten(-1, (self.heads, -1))   # (N, H, Dv)
-        elif impl == "routed" and not self.attn._attention_hooks and self.attn.score.sdpa:
+        elif impl == "routed" and not self.attn.has_hooks and self.attn.score.sdpa:
             heads_out = self._routed(x, g, mask, key_padding_mask)                 # (B, N, H, Dv)
         else:
             heads_out = self.attn(x, mask=mask, key_padding_mask=key_padding_mask).unflatten(-1, (self.heads, -1))

@@ -233,7 +233,7 @@ class NeighborhoodAttention(nn.Module):
             raise ValueError(f"x must be (B, {self.num_tokens}, D) or (B, *{self.shape}, D), got {tuple(x.shape)}")
         impl = self.resolve_impl(impl)
         weights = None
-        if return_attention or self.attn._attention_hooks:
+        if return_attention or self.attn.has_hooks:
             out, weights = self.attn(x, mask=self._get("mask", x.device), return_attention=True)
         elif impl == "masked":
             out = self.attn(x, mask=self._get("mask", x.device))
