@@ -33,3 +33,4 @@ from vision import ista_net, late_fusion_skeleton  # noqa: E402,F401
 from vision.datasets import quality, shapes_grounding  # noqa: E402,F401
 from vision import maniqa, overlock, sab, tcpa  # noqa: E402,F401
 from vision import care_nano, moh_vit, na_vit  # noqa: E402,F401
+from vision import diffusion  # noqa: E402,F401  (the diffusion task, DiT, SoftPAG/HeadHunter)

@@ -46,6 +46,7 @@ TINY_RUNS = {
     "CARENano": ("digits", {**DIGITS, "image_size": 32}),
     "TCPA": ("digits", {**DIGITS, "vit_depth": 1, "vit_dim": 16, "vit_heads": 2}),
     "OverLoCK": ("digits", {**DIGITS, "image_size": 16}),
+    "DiT": ("digits-diffusion", {"train_batch_size": 256, "hidden_size": 16, "num_layers": 2, "num_heads": 2, "timesteps": 20}),
     "ISTANet": ("skeleton-interaction", SKELETON),
     "LateFusionSkeleton": ("skeleton-interaction", SKELETON),
     "IMPN": ("gaze_objects", {"num_train": 40, "num_valid": 20, "num_test": 20}),
@@ -59,6 +60,11 @@ TINY_RUNS = {
                                        "embedding_size": 8, "ffn_size": 8, "at_mode": "rp"}),
     "InteractCompPolicy": ("interactcomp", {"num_entities": 90, "num_domains": 3, "train_items": 40, "valid_items": 10,
                                             "test_items": 10, "hidden_size": 16, "num_heads": 2, "num_layers": 1}),
+    "ICLRegression": ("icl-regression", {"steps_per_epoch": 5, "train_batch_size": 16, "icl_valid_size": 32,
+                                         "icl_test_size": 32}),
+    "InductionNet": ("icl-bursty", {"steps_per_epoch": 5, "train_batch_size": 16, "icl_classes": 32, "icl_labels": 8,
+                                    "icl_pairs": 4, "icl_item_dim": 15, "icl_max_pairs": 4, "icl_valid_size": 32,
+                                    "icl_test_size": 32}),
 }
 
 MODELS = list_models()
