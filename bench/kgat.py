@@ -221,8 +221,12 @@ def ours_epoch(config, data, batches: int | None, device: str = "cpu") -> dict:
 
 def case(impl: str, scale: str, batches: int | None, device: str = "cpu", overrides: dict | None = None) -> dict:
     import torch
-    torch.manual_seed(0)
+
+    from graphattn.training import seed_everything
+    if impl == "ours-fast":   # the same model with reproducibility: false (non-deterministic kernels allowed)
+        overrides, impl = {**(overrides or {}), "reproducibility": False}, "ours"
     config, data = load(scale, overrides)
+    seed_everything(0, config["reproducibility"])
     base = _rss_mb()
     run = ours_epoch if impl == "ours" else reference_epoch
     res = run(config, data, batches, device)
@@ -255,6 +259,8 @@ def main() -> None:
     parser.add_argument("--scale", choices=["ml-100k", "amazon"], default="ml-100k")
     parser.add_argument("--batches", type=int, default=None, help="time this many batches per phase and extrapolate")
     parser.add_argument("--skip_reference", action="store_true")
+    parser.add_argument("--reproducibility_cost", action="store_true",
+                        help="also time ours with reproducibility: false, alternating with the default (#24)")
     parser.add_argument("--device", default="cpu", help="cpu (the issue's 2-core target) or cuda[:N]")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="KGAT config overrides for both implementations, e.g. train_batch_size=4096 (a "
@@ -277,7 +283,8 @@ def main() -> None:
           + (f", overrides {overrides}" if overrides else ""))
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
-    impls = ["ours"] if args.skip_reference else ["ours", "reference"]
+    impls = (["ours"] + (["ours-fast"] if args.reproducibility_cost else [])
+             + ([] if args.skip_reference else ["reference"]))
     runs: dict[str, list[dict]] = {impl: [] for impl in impls}
     for _ in tqdm(range(args.repeats), desc="rounds", disable=args.repeats == 1):
         for impl in impls:   # alternate, so that both see the same drift of a shared machine's load
@@ -302,6 +309,10 @@ def main() -> None:
     if ref:
         line += f"{total(ref):>15.2f}{total(ref) / total(ours):>9.1f}x"
     print(line)
+    fast = results.get("ours-fast")
+    if fast:
+        print(f"reproducibility: true (default) {total(ours):.2f} s vs false {total(fast):.2f} s per epoch: "
+              f"the deterministic default costs x{total(ours) / total(fast):.3f} (medians of {args.repeats} rounds)")
     print(f"{'epoch peak memory (MB)':<22}{ours['peak_mb']:>10.0f}" + (f"{ref['peak_mb']:>15.0f}" if ref else "")
           + f"   (growth over the loaded data; ours after both evaluations: {ours['rss_after_eval_faiss'] - ours['base_mb']:.0f})")
     if "gpu_peak_mb" in ours:
@@ -315,6 +326,7 @@ def main() -> None:
     payload = {"scale": args.scale, "device": args.device, "batches": args.batches, "overrides": overrides,
                "repeats": args.repeats, **results,
                "epoch_speedup": None if ref is None else total(ref) / total(ours),
+               "reproducible_over_fast": None if fast is None else total(ours) / total(fast),
                "runs": runs}
     Results.from_args("kgat", args).write_json(f"kgat-{args.scale}{suffix}.json", payload, seeds=[0])
 
