@@ -26,6 +26,7 @@ from .data import delaunay  # noqa: E402,F401
 
 # models (sequence/models/__init__.py imports each model file, which registers it)
 from . import models  # noqa: E402,F401
+from . import dsf  # noqa: E402,F401  (Dynamical Systems Framework: task mqar, DSFMixer)
 from . import text  # noqa: E402,F401  (task text_classification: Attention AT / iAT, BiLSTMAttn, CLSTransformer)
 from . import icl  # noqa: E402,F401  (task icl: ICLRegression, InductionNet)
 from . import interactcomp  # noqa: E402,F401  (task interactcomp: InteractCompPolicy)

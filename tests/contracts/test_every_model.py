@@ -54,6 +54,8 @@ TINY_RUNS = {
     "SABGrounding": ("shapes_grounding", {"num_train": 64, "num_valid": 32, "num_test": 32, "train_batch_size": 32}),
     "PointerNet": ("convex-hull", {"train_size": 64, "valid_size": 16, "test_size": 16, "n_min": 4, "n_max": 6,
                                    "test_n": 6, "hidden_size": 8, "train_batch_size": 16}),
+    "DSFMixer": ("mqar", {"train_size": 64, "valid_size": 16, "test_size": 16, "vocab_size": 40, "seq_len": 16,
+                          "num_kv_pairs": 2, "d_model": 16, "state_expansion": 4, "train_batch_size": 16}),
     "BiLSTMAttn": ("planted-cue", {"train_size": 64, "valid_size": 16, "test_size": 16, "cue_max_len": 24,
                                    "embedding_size": 8, "hidden_size": 8, "attention_size": 8, "at_mode": "iat"}),
     "CLSTransformer": ("planted-cue", {"train_size": 64, "valid_size": 16, "test_size": 16, "cue_max_len": 24,
