@@ -13,7 +13,7 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["graphattn*", "recsys*", "vision*", "sequence*"]),
     # YAML defaults (overall.yaml, model/*.yaml, dataset/*.yaml) ship with the code.
-    package_data={"": ["*.yaml", "**/*.yaml"]},
+    package_data={"": ["*.yaml", "**/*.yaml", "static/*.html"]},
     include_package_data=True,
     py_modules=["run"],
     python_requires=">=3.10",
@@ -29,12 +29,15 @@ setup(
         "matplotlib>=3.8,<4",
         "scikit-learn>=1.3,<2",
         "fast-tsp>=0.2.2,<0.3",  # TSP labels for n > 12 (sequence/data/tsp.py); MIT licence
+        "fastapi>=0.110,<1",  # CHM-Corr++ web page (vision/chm_corr/app.py)
+        "uvicorn>=0.29,<1",  # serves it: python -m vision.chm_corr.serve
     ],
     # recbole (only for its bundled ml-100k atomic files, the offline default dataset) is installed by the
     # Makefile with --no-deps:
     # its own pins do not install beside numpy 2.
     extras_require={
-        "test": ["pytest>=8,<10", "hypothesis>=6.100,<7"],
+        "test": ["pytest>=8,<10", "hypothesis>=6.100,<7",
+                 "httpx>=0.27,<1", "selenium>=4.20,<5"],  # FastAPI TestClient; headless-Chromium page test
         # `make mutate` (docs/testing.md); not needed by `make test` or CI.
         "mutate": ["mutmut>=3.8,<4"],
     },
