@@ -4,6 +4,10 @@
 
 Config layers (later wins): graphattn/overall.yaml < the task's overall.yaml < model/<Model>.yaml
 < dataset/<name>.yaml < --config_files < --key=value. The run's folder is printed as the last line.
+
+Several processes, one or more machines (data-parallel; see docs/scale.md):
+
+    torchrun --nproc_per_node=4 run.py --model KGAT --dataset ml-100k
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import sequence  # noqa: F401  (registers the sequence task and its models)
 import vision  # noqa: F401  (registers the vision task and its models)
 from graphattn.config import Config, parse_cli_overrides
 from graphattn.registry import get_dataset, get_model, get_task, list_datasets, list_models, list_tasks
-from graphattn.training import RunDir, Trainer, format_metrics_table, resolve_device, seed_everything
+from graphattn.training import (MemoryRun, RunDir, Trainer, distributed, format_metrics_table, resolve_device,
+                                seed_everything)
 
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError)
 
@@ -76,6 +81,13 @@ def _error(message: object) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    finally:
+        distributed.shutdown()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args, rest = parser.parse_known_args(None if argv is None else list(argv))
@@ -87,17 +99,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         task = get_task(get_model(args.model).task)
         get_dataset(args.dataset, task.name)
         config = Config(args.model, args.dataset, config_files=args.config_files, config_dict=overrides)
-        config["device"] = str(resolve_device(config["device"]))
+        # under torchrun (WORLD_SIZE > 1) join the process group; with CUDA this process takes cuda:LOCAL_RANK
+        config["device"] = str(distributed.init_from_env(resolve_device(config["device"])))
     except USER_ERRORS as exc:
         return _error(exc)
 
     if config["num_threads"] > 0:
         torch.set_num_threads(config["num_threads"])
+    main_process = distributed.is_main()  # only rank 0 writes the run folder and prints
     try:   # a bad --resume fails here, before the merged config is printed
-        run = RunDir.open(config["resume"], config) if config["resume"] else RunDir.create(config)
+        if not main_process:
+            run = MemoryRun()
+        else:
+            run = RunDir.open(config["resume"], config) if config["resume"] else RunDir.create(config)
     except USER_ERRORS as exc:
         return _error(exc)
-    print(config, flush=True)
+    if main_process:
+        print(config, flush=True)
     seed_everything(config["seed"], config["reproducibility"])
 
     try:
@@ -105,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (KeyboardInterrupt, *USER_ERRORS) as exc:
         # nothing was trained: a folder made for this run holds nothing worth keeping
         run.close()
-        if not config["resume"]:
+        if not config["resume"] and run.path is not None:
             shutil.rmtree(run.path, ignore_errors=True)
         if isinstance(exc, KeyboardInterrupt):
             return 130
@@ -114,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(f"{exc} (--debug shows the traceback)")
     except Exception:
         run.close()
-        if not config["resume"]:
+        if not config["resume"] and run.path is not None:
             shutil.rmtree(run.path, ignore_errors=True)
         raise
 
@@ -128,8 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         run.close()
 
-    print(format_metrics_table(final))
-    print(f"Run folder: {run.path}", flush=True)
+    if main_process:
+        print(format_metrics_table(final))
+        print(f"Run folder: {run.path}", flush=True)
     return 0
 
 

@@ -4,8 +4,15 @@ Both follow the official KGAT code (``Model/utility/loader_kgat.py``): a CF batc
 with one observed and one unobserved item drawn uniformly; a KG batch holds distinct heads, each with one of
 its triples ``(h, r, t)`` and one corrupted tail ``t'`` drawn uniformly from every node and rejected only if
 ``(h, r, t')`` is a true triple.
+
+With several processes (:meth:`shard`) every rank draws the same global batch from the same generator and keeps
+its contiguous share: the ranks' shares together are exactly the batch a single process draws with that seed, so
+a data-parallel run sees the batches of the one-process run (and a checkpoint's generator state serves any number
+of processes).
 """
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
@@ -39,15 +46,55 @@ def _rejection(draw, reject, size: int, rng: np.random.Generator, max_rounds: in
                        "(a user who interacted with every item, or a head linked to every node by one relation)")
 
 
-class BPRSampler:
+class _Sharded:
+    """Draws whole global batches and yields this rank's contiguous share of each (:meth:`shard`)."""
+
+    batch_size: int
+    rank, world_size = 0, 1
+
+    def shard(self, rank: int, world_size: int) -> int:
+        """Yield only share ``rank`` of ``world_size`` equal shares of every batch; returns the global batch size.
+
+        The global batch size is rounded down to a multiple of ``world_size``, so that the ranks' mean losses
+        average (as DistributedDataParallel averages gradients) to the mean over the whole batch.
+        """
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+        if self.batch_size < world_size:
+            raise ValueError(f"batch size {self.batch_size} is smaller than the {world_size} processes")
+        self.rank, self.world_size = rank, world_size
+        if self.batch_size % world_size:
+            warnings.warn(f"{type(self).__name__}: batch size {self.batch_size} rounded down to "
+                          f"{self.batch_size - self.batch_size % world_size}, a multiple of the {world_size} processes")
+            self.batch_size -= self.batch_size % world_size
+        return self.batch_size
+
+    def sample(self) -> tuple[np.ndarray, ...]:
+        raise NotImplementedError
+
+    def next_batch(self) -> tuple[np.ndarray, ...]:
+        """This rank's share of the next global batch (the whole batch in a single process)."""
+        batch = self.sample()
+        if self.world_size == 1:
+            return batch
+        size = self.batch_size // self.world_size
+        return tuple(a[self.rank * size:(self.rank + 1) * size] for a in batch)
+
+    def __iter__(self):
+        for _ in range(len(self)):
+            yield self.next_batch()
+
+
+class BPRSampler(_Sharded):
     """Batches of ``(users, positive items, negative items)``.
 
     ``batch_size`` distinct users per batch (with replacement only if there are fewer users), one positive drawn
     uniformly from the user's training items and one negative uniformly from the items the user has not
-    interacted with in training. An epoch has ``n_train // batch_size + 1`` batches, as in the official code.
+    interacted with in training. An epoch has ``n_batches`` batches (default ``n_train // batch_size + 1``, as in
+    the official code).
     """
 
-    def __init__(self, train: np.ndarray, n_items: int, batch_size: int, seed: int = 0):
+    def __init__(self, train: np.ndarray, n_items: int, batch_size: int, seed: int = 0, n_batches: int | None = None):
         if len(train) == 0:
             raise ValueError("the training split is empty: nothing to sample")
         order = np.lexsort((train[:, 1], train[:, 0]))
@@ -56,9 +103,10 @@ class BPRSampler:
         self.n_items, self.batch_size, self.n_train = n_items, batch_size, len(train)
         self.seen = _PairSet(train[:, 0], train[:, 1], n_items)
         self.rng = np.random.default_rng(seed)
+        self.n_batches = n_batches
 
     def __len__(self) -> int:
-        return self.n_train // self.batch_size + 1
+        return self.n_train // self.batch_size + 1 if self.n_batches is None else self.n_batches
 
     def sample(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rng = self.rng
@@ -73,10 +121,6 @@ class BPRSampler:
                          lambda idx, cand: self.seen.contains(users[idx], cand), len(users), rng)
         return users, pos, neg
 
-    def __iter__(self):
-        for _ in range(len(self)):
-            yield self.sample()
-
     def state_dict(self) -> dict:
         """The random generator's state (what a resumed run needs to draw the same batches)."""
         return {"rng": generator_state(self.rng)}
@@ -85,7 +129,7 @@ class BPRSampler:
         set_generator_state(self.rng, state["rng"])
 
 
-class KGSampler:
+class KGSampler(_Sharded):
     """Batches of ``(heads, relations, tails, corrupted tails)`` over a triple list.
 
     ``triples`` is ``(T, 3)`` ``[h, r, t]``; ``n_nodes`` is the range corrupted tails are drawn from (all users
@@ -118,10 +162,6 @@ class KGSampler:
         neg = _rejection(lambda k: rng.integers(0, self.n_nodes, k),
                          lambda idx, cand: self.true.contains(key[idx], cand), len(h), rng)
         return h, r, t, neg
-
-    def __iter__(self):
-        for _ in range(len(self)):
-            yield self.sample()
 
     def state_dict(self) -> dict:
         """The random generator's state (what a resumed run needs to draw the same batches)."""

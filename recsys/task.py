@@ -5,6 +5,10 @@ optimiser (:class:`recsys.models.base.RecModel`), and its hook after each epoch 
 Evaluation ranks all items for every user of the split, excluding the user's training items (and, on the
 test split, the validation items). Without a validation split, model selection uses the test split, as the
 official KGAT code does.
+
+With several processes (``torchrun``) every sampler hands each rank an equal share of its global batch, and the
+evaluation ranks a share of the users on each rank and gathers the per-user metrics
+(:meth:`FullRankEvaluator.evaluate`'s ``shard``); the model's full-sort embeddings are computed on every rank.
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import numpy as np
 import torch
 
 from graphattn.registry import get_dataset
-from graphattn.training import SizedBatches, Task
+from graphattn.training import SizedBatches, Task, distributed
 
 from .evaluation import FullRankEvaluator
 from .models.base import RecModel
@@ -75,6 +79,9 @@ class RecTask(Task):
         missing = [p for p in self.phases if p not in self.samplers]
         if missing:
             raise ValueError(f"{type(model).__name__}.samplers() gives none for phase(s) {missing}")
+        if distributed.is_distributed():
+            for sampler in self.samplers.values():
+                sampler.shard(distributed.rank(), distributed.world_size())
 
     def optimizers(self, model: RecModel):
         return model.optimizers(self.config)
@@ -94,7 +101,8 @@ class RecTask(Task):
         user_emb, item_emb = model.full_sort_embeddings()
         data = self.data
         exclude = [data.csr("train")] + ([data.csr("valid")] if split == "test" and len(data.valid) else [])
-        return self.evaluator.evaluate(user_emb.float().cpu(), item_emb.float().cpu(), data.csr(split), exclude)
+        return self.evaluator.evaluate(user_emb.float().cpu(), item_emb.float().cpu(), data.csr(split), exclude,
+                                       shard=(distributed.rank(), distributed.world_size()))
 
     def state_dict(self) -> dict[str, Any]:
         return {"samplers": {name: s.state_dict() for name, s in self.samplers.items()}}

@@ -117,7 +117,8 @@ class IMPN(VisionModel):
         edge_nodes = torch.stack([torch.arange(src.numel(), device=src.device), dst])  # (2, E)
         for layer in self.layers:
             h = F.dropout(h, self.dropout, self.training)
-            x_src = h[src] if not self.edge_features else torch.cat([h[src], batch.edge_attr], dim=-1)  # (E, src_dim)
+            h_src = h.index_select(0, src)   # not h[src]: its backward accumulates in thread order (#24)
+            x_src = h_src if not self.edge_features else torch.cat([h_src, batch.edge_attr], dim=-1)  # (E, src_dim)
             h = layer(h, edge_nodes, x_src=x_src)
         return self.classifier(F.dropout(h, self.dropout, self.training))
 

@@ -51,7 +51,7 @@ class KernelScore(Score):
                 self.k(x_src).unflatten(-1, (self.heads, self.head_dim)))
 
     def edge(self, q, k, edge_index, edge_type=None):
-        return (elu_feature_map(q)[edge_index[1]] * elu_feature_map(k)[edge_index[0]]).sum(-1)
+        return (elu_feature_map(q).index_select(0, edge_index[1]) * elu_feature_map(k).index_select(0, edge_index[0])).sum(-1)
 
     def dense(self, q, k):
         return torch.matmul(elu_feature_map(q), elu_feature_map(k).transpose(-1, -2))

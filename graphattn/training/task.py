@@ -24,6 +24,11 @@ Several phases per epoch (KGAT's CF then KG phase, each with its own optimiser) 
 ``phases`` and :meth:`optimizers`; hooks between epochs (KGAT's attention refresh) go in :meth:`end_epoch`;
 random generators the task holds (negative samplers, shuffling) go in :meth:`state_dict` so that a resumed
 run continues exactly as an uninterrupted one.
+
+Under ``torchrun`` (several processes, :mod:`graphattn.training.distributed`) the Trainer averages the gradients
+of the ranks; a task that wants the speed-up gives each rank its share of every batch from :meth:`batches` and
+may shard :meth:`evaluate` (``recsys.task.RecTask`` does both). A task that does neither is not faster: every rank
+draws its batches from the same seeded generators, i.e. the batches one process would, and averages equal gradients.
 """
 
 from __future__ import annotations

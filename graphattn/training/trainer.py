@@ -9,19 +9,29 @@ generators). After early stopping or the last epoch the best weights are reloade
 
 Config keys (defaults in ``graphattn/overall.yaml``): epochs, eval_step, stopping_step, best_on_tie, optimizer,
 learning_rate, weight_decay, momentum, scheduler, warmup_epochs, grad_clip, show_progress, device, resume.
+
+Several processes (``torchrun``; :mod:`graphattn.training.distributed`): when a process group is initialised, the
+loss of every step goes through :class:`~torch.nn.parallel.DistributedDataParallel`, which averages the
+gradients over the ranks; the task splits each batch between the ranks and may shard its evaluation. The
+logged losses are averaged over the ranks, the model's persistent buffers (KGAT's attention matrix) are
+rank 0's after every ``end_epoch``, and only rank 0 saves checkpoints, shows progress and reads the checkpoint
+to resume from (and the best one to test), which it sends to the others.
 """
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from graphattn.registry import get_model, get_task
 
+from . import distributed
 from .optim import StepSchedule
 from .report import progress
 from .rundir import MemoryRun, RunDir, find_checkpoint, load_checkpoint
@@ -45,6 +55,23 @@ def move_to(batch: Any, device: torch.device) -> Any:
     if hasattr(batch, "to") and callable(batch.to):
         return batch.to(device)
     return batch
+
+
+# DDP's switch for broadcasting buffers before every forward (renamed in torch 2.13; torch >= 2.3 is supported)
+_NO_BUFFER_SYNC = ({"forward_sync_buffers": False}
+                   if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                   else {"broadcast_buffers": False})
+
+
+class _TaskLoss(nn.Module):
+    """``task.loss`` as a module's forward, so that DistributedDataParallel sees every step's loss."""
+
+    def __init__(self, task: Task, model: nn.Module) -> None:
+        super().__init__()
+        self.task, self.model = task, model
+
+    def forward(self, batch: Any, phase: str) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.task.loss(self.model, batch, phase)
 
 
 def _positive_int(config: Mapping[str, Any], key: str) -> int:
@@ -77,7 +104,7 @@ class Trainer:
         self.epochs = _positive_int(config, "epochs")
         self.eval_step = _positive_int(config, "eval_step")
         self.grad_clip = float(config["grad_clip"])
-        self.show_progress = bool(config["show_progress"])
+        self.show_progress = bool(config["show_progress"]) and distributed.is_main()
         self.device = resolve_device(config["device"] if device is None else device)
         self.stopper = EarlyStopping(config["stopping_step"], mode=task.mode, ties=config["best_on_tie"])
         names = task.metric_names()
@@ -95,6 +122,13 @@ class Trainer:
             opt = self.optimizers[phase]
             if not any(s.optimizer is opt for s in self.schedules.values()):
                 self.schedules[phase] = StepSchedule(opt, config["scheduler"], self.epochs, config["warmup_epochs"])
+        self._ddp: DistributedDataParallel | None = None
+        if distributed.is_distributed():
+            # find_unused_parameters: a phase may train a subset (KGAT's TransR phase leaves the aggregators alone);
+            # buffers are synchronised once per epoch (after end_epoch), not at every step
+            self._ddp = DistributedDataParallel(_TaskLoss(task, self.model), find_unused_parameters=True,
+                                                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                                                **_NO_BUFFER_SYNC)
         self.epoch = 0          # completed epochs
         self.step = 0           # optimiser steps taken
         self.best_epoch: int | None = None
@@ -154,12 +188,36 @@ class Trainer:
         restore_rng_state(state["rng"])
 
     def resume(self, path: str | Any) -> None:
-        """Continue from a run folder's ``last.pt`` (or a given checkpoint file)."""
-        checkpoint = find_checkpoint(path)
-        self.load_state_dict(load_checkpoint(checkpoint))
+        """Continue from a run folder's ``last.pt`` (or a given checkpoint file).
+
+        With several processes only rank 0 reads it (``path`` need not exist elsewhere) and sends it to the others.
+        """
+        state, checkpoint = None, path
+        if distributed.is_main():
+            checkpoint = find_checkpoint(path)
+            state = load_checkpoint(checkpoint)
+        self.load_state_dict(distributed.broadcast_object(state))
         self.log.info("resumed from %s after epoch %d", checkpoint, self.epoch)
 
     # ------------------------------------------------------------------ the loop
+
+    def train_step(self, phase: str, batch: Any) -> tuple[float, dict[str, float]]:
+        """One optimiser step of ``phase`` on ``batch`` (this rank's share of it); returns the loss and its parts."""
+        opt = self.optimizers[phase]
+        schedule = next(s for s in self.schedules.values() if s.optimizer is opt)
+        batch = move_to(batch, self.device)
+        loss, parts = self.task.loss(self.model, batch, phase) if self._ddp is None else self._ddp(batch, phase)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"epoch {self.epoch + 1} {phase}: the loss is {loss.item()}; lower learning_rate "
+                                     "or set grad_clip")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        opt.step()
+        schedule.step()
+        self.step += 1
+        return loss.item(), parts
 
     def train_epoch(self) -> dict[str, float]:
         """One epoch of every phase, then the task's ``end_epoch``; returns the logged losses and times."""
@@ -169,38 +227,30 @@ class Trainer:
         single = tuple(self.task.phases) == ("train",)
         batches_of = {phase: self.task.batches(phase) for phase in self.task.phases}
         length = {phase: (len(b) if hasattr(b, "__len__") else None) for phase, b in batches_of.items()}
-        schedule_of = {}
         for schedule in self.schedules.values():
-            phases = [p for p in self.task.phases if self.optimizers[p] is schedule.optimizer]
-            lengths = [length[p] for p in phases]
+            lengths = [length[p] for p in self.task.phases if self.optimizers[p] is schedule.optimizer]
             schedule.start_epoch(None if None in lengths else sum(lengths))
-            schedule_of.update(dict.fromkeys(phases, schedule))
         for phase in self.task.phases:
-            opt, schedule, batches, n_batches = self.optimizers[phase], schedule_of[phase], batches_of[phase], length[phase]
+            batches, n_batches = batches_of[phase], length[phase]
             t0, total, n, parts_sum = time.perf_counter(), 0.0, 0, {}
             desc = f"epoch {epoch}" if single else f"epoch {epoch} {phase}"
             for batch in progress(batches, desc=desc, enabled=self.show_progress, total=n_batches):
-                loss, parts = self.task.loss(self.model, move_to(batch, self.device), phase)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"epoch {epoch} {phase}: the loss is {loss.item()}; lower learning_rate "
-                                             "or set grad_clip")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if self.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-                opt.step()
-                schedule.step()
-                self.step += 1
-                total += loss.item()
+                loss, parts = self.train_step(phase, batch)
+                total += loss
                 n += 1
                 for k, v in parts.items():
                     parts_sum[k] = parts_sum.get(k, 0.0) + float(v)
+            if distributed.is_distributed():   # the ranks' mean losses of equal shares average to the batch's
+                keys = sorted(parts_sum)
+                total, n, *sums = distributed.all_reduce_sum([total, n] + [parts_sum[k] for k in keys], self.device)
+                parts_sum = dict(zip(keys, sums))
             prefix = "" if single else f"{phase}_"
             logs[f"{prefix}loss"] = total / max(n, 1)
             logs.update({f"{prefix}{k}": v / max(n, 1) for k, v in parts_sum.items()})
             logs[f"{prefix}seconds"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         self.task.end_epoch(self.model)
+        distributed.broadcast_buffers(self.model)   # every rank continues with rank 0's (e.g. KGAT's attention)
         logs["epoch_end_seconds"] = time.perf_counter() - t0
         logs["lr"] = next(iter(self.optimizers.values())).param_groups[0]["lr"]
         self.epoch = epoch
@@ -233,9 +283,11 @@ class Trainer:
                     self.run.log_metrics(epoch, split, result)
                     if self.stopper.step(result[metric]):
                         self.best_epoch = epoch
-                        self.run.save_checkpoint({"model": self.model.state_dict(), "epoch": epoch,
-                                                  "metric": metric, "value": float(result[metric])}, "best.pt")
-                self.run.save_checkpoint(self.state_dict(), "last.pt")
+                        if distributed.is_main():
+                            self.run.save_checkpoint({"model": self.model.state_dict(), "epoch": epoch,
+                                                      "metric": metric, "value": float(result[metric])}, "best.pt")
+                if distributed.is_main():
+                    self.run.save_checkpoint(self.state_dict(), "last.pt")
                 if self.stopper.should_stop:
                     self.log.info("early stop after epoch %d: %s did not improve for %d evaluations", epoch,
                                   metric, self.stopper.patience)
@@ -246,8 +298,9 @@ class Trainer:
 
     def test(self) -> dict[str, float]:
         """Reload the best epoch (when one was saved), evaluate the test split, record and return it."""
-        if self.run.has("best.pt"):
-            best = self.run.load("best.pt")
+        best = self.run.load("best.pt") if distributed.is_main() and self.run.has("best.pt") else None
+        best = distributed.broadcast_object(best)
+        if best is not None:
             self.model.load_state_dict(best["model"])
             self.best_epoch = int(best["epoch"])
             self.log.info("testing the best epoch %d (%s = %.4f)", best["epoch"], best["metric"], best["value"])

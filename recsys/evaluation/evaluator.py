@@ -9,6 +9,10 @@ Two backends give one result:
 
 Both re-score their candidates in float64 and order them by (score desc, item id asc), and fetch a few
 spare candidates, so float32 rounding and ties cannot make the exact and ``Flat`` backends disagree.
+
+Several processes (``evaluate(..., shard=(rank, world_size))``): the users are cut into the chunks one process
+would rank, chunk ``c`` is ranked by rank ``c % world_size``, and the per-user metrics are gathered from every
+rank and averaged in user order, so every rank gets exactly the single process's numbers.
 """
 from __future__ import annotations
 
@@ -18,6 +22,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 import torch
+
+from graphattn.training.distributed import all_gather_object
 
 from .metrics import check_metric_names, compute_metrics
 
@@ -193,19 +199,25 @@ class FullRankEvaluator:
             pos += len(chunk)
         return out
 
-    def _metrics_from_ranked(self, ranked: np.ndarray, ground_truth: sp.csr_matrix,
-                             users: np.ndarray) -> dict[str, float]:
+    def _per_user(self, ranked: np.ndarray, ground_truth: sp.csr_matrix, users: np.ndarray) -> dict[str, np.ndarray]:
         gt = ground_truth[users]
         hits = _in_rows(ranked, gt, ground_truth.shape[1])
-        per_user = compute_metrics(hits, np.diff(gt.indptr), self.topk, self.metrics)
-        return {name: float(v.mean()) if len(v) else 0.0 for name, v in per_user.items()}
+        return compute_metrics(hits, np.diff(gt.indptr), self.topk, self.metrics)
+
+    def _metrics_from_ranked(self, ranked: np.ndarray, ground_truth: sp.csr_matrix,
+                             users: np.ndarray) -> dict[str, float]:
+        return _means(self._per_user(ranked, ground_truth, users))
 
     # ---- public ------------------------------------------------------------------------------------
     def evaluate(self, user_emb: torch.Tensor, item_emb: torch.Tensor, ground_truth: sp.spmatrix,
                  exclude: sp.spmatrix | Sequence[sp.spmatrix] | None = None,
-                 users: np.ndarray | None = None) -> dict[str, float]:
+                 users: np.ndarray | None = None, shard: tuple[int, int] = (0, 1)) -> dict[str, float]:
         """Metrics ``{"recall@20": ..., ...}`` averaged over the given users (default: all) that have at
         least one ground-truth item. Scores are ``user_emb @ item_emb.T``.
+
+        ``shard = (rank, world_size)`` with ``world_size > 1`` (every rank of an initialised process group calls
+        it with the same arguments): this rank ranks the chunks ``rank, rank + world_size, ...`` of
+        ``chunk_size`` users and every rank returns the metrics of all users, equal to a single process's.
 
         Shapes:
             user_emb: ``(U, d)``; item_emb: ``(I, d)``; ground_truth, exclude: ``(U, I)`` CSR.
@@ -213,8 +225,21 @@ class FullRankEvaluator:
         ground_truth = sp.csr_matrix(ground_truth)
         _check_shapes(user_emb, item_emb, ground_truth)
         users = self._users(ground_truth, users)
-        ranked = self.rank(user_emb, item_emb, users, exclude)
-        return self._metrics_from_ranked(ranked, ground_truth, users)
+        rank, world_size = shard
+        if world_size == 1:
+            ranked = self.rank(user_emb, item_emb, users, exclude)
+            return self._metrics_from_ranked(ranked, ground_truth, users)
+        # whole chunks, as one process cuts them, so each user's ranking is computed exactly as there
+        mine = np.concatenate([np.arange(s, min(s + self.chunk_size, len(users)))
+                               for s in range(rank * self.chunk_size, len(users), world_size * self.chunk_size)]
+                              + [np.zeros(0, np.int64)])
+        ranked = self.rank(user_emb, item_emb, users[mine], exclude)
+        local = self._per_user(ranked, ground_truth, users[mine])
+        per_user = {name: np.empty(len(users)) for name in local}
+        for positions, values in all_gather_object((mine, local)):
+            for name, v in values.items():
+                per_user[name][positions] = v
+        return _means(per_user)
 
     def evaluate_scores(self, score_fn: Callable[[np.ndarray], torch.Tensor], ground_truth: sp.spmatrix,
                         exclude: sp.spmatrix | Sequence[sp.spmatrix] | None = None,
@@ -269,6 +294,10 @@ class FullRankEvaluator:
             print(f"faiss {name} vs exact over {len(users)} users: top-{k} overlap {overlap:.4f}; "
                   + ", ".join(f"{m} {m_exact[m]:.4f} -> {m_approx[m]:.4f}" for m in m_exact))
         return result
+
+
+def _means(per_user: dict[str, np.ndarray]) -> dict[str, float]:
+    return {name: float(v.mean()) if len(v) else 0.0 for name, v in per_user.items()}
 
 
 def _check_shapes(user_emb: torch.Tensor, item_emb: torch.Tensor, ground_truth: sp.csr_matrix) -> None:

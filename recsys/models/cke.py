@@ -24,7 +24,11 @@ class _Joint:
 
     def __iter__(self):
         for _ in range(len(self)):
-            yield self.cf.sample(), self.kg.sample()
+            yield self.cf.next_batch(), self.kg.next_batch()
+
+    def shard(self, rank: int, world_size: int) -> None:
+        self.cf.shard(rank, world_size)
+        self.kg.shard(rank, world_size)
 
     def state_dict(self) -> dict:
         return {"cf": self.cf.state_dict(), "kg": self.kg.state_dict()}
