@@ -34,7 +34,8 @@ from torch import Tensor, nn
 from .attention.layer import AttentionInfo, GraphAttention
 
 __all__ = ["attention_layers", "capture_attention", "ablate_heads", "replace_heads", "interpolate_heads",
-           "attention_hook", "named_module", "cache_activations", "patch_activations", "activation_patching"]
+           "attention_hook", "named_module", "cache_activations", "patch_activations", "activation_patching",
+           "head_outputs", "path_patching"]
 
 
 def attention_layers(model: nn.Module) -> dict[str, GraphAttention]:
@@ -242,3 +243,231 @@ def activation_patching(model: nn.Module, clean: Any, corrupted: Any, names: Seq
             with patch_activations(model, {name: cache[name]}, where=where):
                 result[name] = float(metric(run(model, corrupted)))
     return result
+
+
+# ---------------------------------------------------------------------------------------- path patching
+#
+# A head's output "z" is its weighted message sum before the output projection: the ``agg`` an attention
+# layer hands its ``update`` (``(..., N, H * Dv)``, heads concatenated). Its inputs are the q / k of the
+# score's ``project`` and the v of the message's ``project`` (``(..., N, H, D)``). Both are reached without
+# touching model code: a forward pre-hook on ``layer.update`` and a wrapper around ``project`` for the
+# duration of a ``with`` block. Positions index the token axis (dim -2 of z, dim -3 of q / k / v).
+
+COMPONENTS = ("q", "k", "v")
+
+
+def _z_heads(layer: GraphAttention, agg: Tensor) -> Tensor:
+    return agg.unflatten(-1, (layer.message.heads, -1))                       # (..., N, H, Dv)
+
+
+@contextmanager
+def _on_z(layers: Mapping[str, GraphAttention], fn: Callable[[str, Tensor], Tensor | None]) -> Iterator[None]:
+    """Call ``fn(name, z)`` (z ``(..., N, H, Dv)``) on each layer's head outputs; a returned tensor replaces z."""
+    handles = []
+    for name, layer in layers.items():
+        def pre(_module, args, _name=name, _layer=layer):
+            x, agg = args[0], args[1]
+            new = fn(_name, _z_heads(_layer, agg))
+            return None if new is None else (x, new.flatten(-2), *args[2:])
+        handles.append(layer.update.register_forward_pre_hook(pre))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextmanager
+def _on_project(layer: GraphAttention, component: str, fn: Callable[[Tensor], Tensor | None]) -> Iterator[None]:
+    """Call ``fn(t)`` on the layer's q, k or v (``(..., N, H, D)``) each call; a returned tensor replaces it."""
+    owner = layer.message if component == "v" else layer.score
+    original = owner.project
+
+    def wrapped(*args, **kwargs):
+        out = original(*args, **kwargs)
+        if component == "v":
+            new = fn(out)
+            return out if new is None else new
+        q, k = out
+        new = fn(q if component == "q" else k)
+        if new is None:
+            return out
+        return (new, k) if component == "q" else (q, new)
+
+    shadowed = owner.__dict__.get("project")  # an outer wrapper of the same layer (nested receivers)
+    owner.project = wrapped                   # an instance attribute shadows the method until removed
+    try:
+        yield
+    finally:
+        if shadowed is None:
+            del owner.project
+        else:
+            owner.project = shadowed
+
+
+@contextmanager
+def head_outputs(model: nn.Module, position: Any = None) -> Iterator[dict[str, Tensor]]:
+    """Record every attention layer's per-head outputs z: ``store[name]`` is ``(..., N, H, Dv)`` (or the
+    token(s) ``position`` picks, ``(..., H, Dv)`` for one index), from the last call inside the block."""
+    store: dict[str, Tensor] = {}
+
+    def record(name, z):
+        store[name] = (z if position is None else z[..., position, :, :]).detach().clone()
+    with _on_z(attention_layers(model), record):
+        yield store
+
+
+def _parse_receivers(receivers, layers: Mapping[str, GraphAttention], model: nn.Module):
+    if isinstance(receivers, (str, tuple)):
+        receivers = [receivers]
+    if not receivers:
+        raise ValueError("path_patching needs at least one receiver")
+    parsed = []
+    for r in receivers:
+        if isinstance(r, str):
+            named_module(model, r)
+            parsed.append(r)
+            continue
+        if not (isinstance(r, tuple) and len(r) == 3):
+            raise ValueError(f"receiver {r!r}: expected a module name or (layer_name, head, 'q'|'k'|'v')")
+        name, head, comp = r
+        if name not in layers:
+            raise ValueError(f"receiver {r!r}: '{name}' is not an attention layer; attention layers: {', '.join(layers)}")
+        if comp not in COMPONENTS:
+            raise ValueError(f"receiver {r!r}: component must be one of {COMPONENTS}, got {comp!r}")
+        if not 0 <= int(head) < layers[name].heads:
+            raise ValueError(f"receiver {r!r}: layer '{name}' has heads 0..{layers[name].heads - 1}")
+        parsed.append((name, int(head), comp))
+    return parsed
+
+
+def path_patching(model: nn.Module, clean: Any, corrupted: Any, receivers: Any,
+                  metric: Callable[[Any], Any], senders: Sequence[tuple[str, int]] | None = None,
+                  position: int = -1, freeze: Sequence[str] = (),
+                  forward: Callable[[nn.Module, Any], Any] | None = None) -> dict[tuple[str, int], float]:
+    """Path patching (Wang et al. 2022; Merullo et al. 2024's ``path_patching``): how much of the clean ->
+    corrupted change of ``metric`` flows from each sender head to the receivers *directly*.
+
+    For each sender head ``(layer, h)``:
+
+    1. run the clean input with the sender's z at ``position`` set to its value on the corrupted input and
+       every other head's z at ``position`` frozen to its clean value (and the modules ``freeze``, e.g.
+       the MLPs, frozen to their clean output at ``position``), and record the receivers there;
+    2. run the clean input again patching only the receivers at ``position`` with the recorded values;
+    3. score ``(metric(patched) - metric(clean)) / (metric(corrupted) - metric(clean))``: 1 when the whole
+       change flows along sender -> receivers, 0 when none does (Merullo et al. store -100 x this).
+
+    Args:
+        model: any module built from :class:`GraphAttention` (each attention layer called once per forward).
+        clean, corrupted: the two inputs (``forward(model, x)`` runs one, default ``model(x)``).
+        receivers: a module name (its output at ``position`` is the receiver, e.g. the final norm: the
+            "logits" stage), a head input ``(layer_name, head, "q" | "k" | "v")``, or a list of them.
+        metric: model output -> scalar (e.g. the mean logit difference of the right and wrong answers).
+        senders: heads ``(layer_name, h)`` to score; default every head of every attention layer up to the
+            lowest receiver head's layer (all layers for module receivers).
+        position: the token whose z (and receivers) are patched; the spec's and the paper's final token.
+        freeze: further module names (MLPs) held at their clean output at ``position`` in step 1.
+
+    Returns:
+        ``{(layer_name, h): score}`` in sender order.
+    """
+    run = forward if forward is not None else (lambda m, x: m(x))
+    layers = attention_layers(model)
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no GraphAttention layer to path-patch")
+    order = {name: i for i, name in enumerate(layers)}
+    parsed = _parse_receivers(receivers, layers, model)
+    head_layers = [order[r[0]] for r in parsed if isinstance(r, tuple)]
+    top = min(head_layers) if head_layers else len(layers) - 1
+    if senders is None:
+        senders = [(name, h) for name, layer in layers.items() if order[name] <= top for h in range(layer.heads)]
+    for name, h in senders:
+        if name not in layers or not 0 <= h < layers[name].heads:
+            raise ValueError(f"sender {(name, h)!r} is not a head of an attention layer ({', '.join(layers)})")
+    freeze = list(freeze)
+    for name in freeze:
+        named_module(model, name)
+
+    with torch.no_grad():
+        with head_outputs(model, position) as z_clean, cache_activations(model, freeze) as frozen:
+            out = run(model, clean)
+        m_clean = float(metric(out))
+        with head_outputs(model, position) as z_corrupt:
+            m_corrupt = float(metric(run(model, corrupted)))
+        missing = [n for n in layers if n not in z_clean or n not in z_corrupt]
+        if missing:
+            raise ValueError(f"attention layers {missing} were not called by the model's forward")
+        gap = m_corrupt - m_clean
+        if abs(gap) < 1e-12:
+            raise ValueError(f"metric is {m_clean:.6g} on both the clean and the corrupted input: nothing to "
+                             "attribute (choose inputs whose metric differs)")
+        at_position = (Ellipsis, position, slice(None))                         # token axis of (..., N, D)
+        scores: dict[tuple[str, int], float] = {}
+        for s_name, s_head in senders:
+            def set_z(name, z, _s=s_name, _h=s_head):
+                new = z.clone()
+                new[..., position, :, :] = z_clean[name]
+                if name == _s:
+                    new[..., position, _h, :] = z_corrupt[name][..., _h, :]
+                return new
+            recorded = _record_receivers(model, layers, parsed, position, run, clean,
+                                         [_on_z(layers, set_z)]
+                                         + [_patch_at(model, n, frozen[n][-1], at_position) for n in freeze])
+            with _replay_receivers(model, layers, parsed, position, recorded):
+                scores[(s_name, s_head)] = (float(metric(run(model, clean))) - m_clean) / gap
+    return scores
+
+
+def _patch_at(model, name, value, where):
+    return patch_activations(model, {name: lambda out: _put(out, value, where)})
+
+
+def _put(out: Tensor, value: Tensor, where) -> Tensor:
+    new = out.clone()
+    new[where] = value[where]
+    return new
+
+
+def _record_receivers(model, layers, parsed, position, run, inputs, contexts) -> dict:
+    from contextlib import ExitStack
+    recorded: dict = {}
+    with ExitStack() as stack:
+        for ctx in contexts:
+            stack.enter_context(ctx)
+        for r in parsed:
+            if isinstance(r, str):
+                cache = stack.enter_context(cache_activations(model, [r]))
+                recorded[r] = cache
+            else:
+                name, head, comp = r
+
+                def grab(t, _r=r, _head=head):
+                    recorded[_r] = t[..., position, _head, :].detach().clone()
+                stack.enter_context(_on_project(layers[name], comp, grab))
+        run(model, inputs)
+    for r in parsed:
+        if isinstance(r, str):
+            recorded[r] = recorded[r][r][-1][..., position, :]
+    return recorded
+
+
+@contextmanager
+def _replay_receivers(model, layers, parsed, position, recorded) -> Iterator[None]:
+    from contextlib import ExitStack
+    with ExitStack() as stack:
+        for r in parsed:
+            if isinstance(r, str):
+                def put(out, _v=recorded[r]):
+                    new = out.clone()
+                    new[..., position, :] = _v
+                    return new
+                stack.enter_context(patch_activations(model, {r: put}))
+            else:
+                name, head, comp = r
+
+                def put_head(t, _v=recorded[r], _head=head):
+                    new = t.clone()
+                    new[..., position, _head, :] = _v
+                    return new
+                stack.enter_context(_on_project(layers[name], comp, put_head))
+        yield

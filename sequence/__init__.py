@@ -30,5 +30,6 @@ from . import dsf  # noqa: E402,F401  (Dynamical Systems Framework: task mqar, D
 from . import text  # noqa: E402,F401  (task text_classification: Attention AT / iAT, BiLSTMAttn, CLSTransformer)
 from . import icl  # noqa: E402,F401  (task icl: ICLRegression, InductionNet)
 from . import interactcomp  # noqa: E402,F401  (task interactcomp: InteractCompPolicy)
+from . import circuits  # noqa: E402,F401  (task circuits: CircuitGPT)
 
 __all__ = ["PointerModel", "SequenceData", "SequenceTask"]
