@@ -111,7 +111,8 @@ def _main(argv: Sequence[str] | None) -> int:
         if not main_process:
             run = MemoryRun()
         else:
-            run = RunDir.open(config["resume"], config) if config["resume"] else RunDir.create(config)
+            # a resumed folder's config.yaml is replaced only once its checkpoint has loaded (below)
+            run = RunDir.open(config["resume"], config, save_config=False) if config["resume"] else RunDir.create(config)
     except USER_ERRORS as exc:
         return _error(exc)
     if main_process:
@@ -135,6 +136,8 @@ def _main(argv: Sequence[str] | None) -> int:
         if not config["resume"] and run.path is not None:
             shutil.rmtree(run.path, ignore_errors=True)
         raise
+    if config["resume"]:
+        run.save_config(config)   # the checkpoint loaded: the folder now belongs to this (possibly longer) run
 
     try:
         final = trainer.fit()

@@ -29,8 +29,25 @@ from graphattn.results import Results, add_output_args  # noqa: E402
 
 
 def _rss_mb() -> float:
+    """Peak resident memory of this process so far (MB): ``VmHWM`` where /proc has it, else ``ru_maxrss``.
+
+    ``ru_maxrss`` is inherited from the parent across fork + exec on Linux, so a child started after the
+    parent's timing runs would report the parent's peak; :func:`_reset_peak` clears ``VmHWM`` instead.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
+
+def _reset_peak() -> None:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")   # resets VmHWM to the current RSS (Linux >= 4.0)
+    except OSError:
+        pass
 
 
 
@@ -77,6 +94,7 @@ def token_layers(tokens: int, dim: int, heads: int, batch: int):
 def peak_memory(kind: str, impl: str, nums: list[int]) -> float:
     """MB of peak RSS growth of one forward + backward of ``impl`` (run in this process: call via a subprocess)."""
     fns = sparse_layers(*nums) if kind == "sparse" else token_layers(*nums)
+    _reset_peak()
     base = _rss_mb()
     fns[impl]()
     return _rss_mb() - base

@@ -160,3 +160,55 @@ def test_a_run_that_fails_before_training_leaves_no_run_folder(tmp_saved, capsys
     with pytest.raises(FileNotFoundError, match="ntu_skeleton_dir"):
         run.main([*argv, "--debug"])
     assert list(tmp_saved.iterdir()) == []
+
+
+class _Boom:
+    """Unpickling this would create a marker file: a checkpoint carrying code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def _trained_folder(toy_task, tmp_saved, capsys):
+    argv = ["--model", toy_task.model, "--dataset", toy_task.dataset, f"--checkpoint_dir={tmp_saved}",
+            "--show_progress=False", "--epochs=2"]
+    assert run.main(argv) == 0
+    capsys.readouterr()
+    return next(p for p in tmp_saved.iterdir() if p.is_dir())
+
+
+@pytest.mark.parametrize("damage", ["truncated", "code", "foreign"])
+def test_failed_resume_is_one_line_and_keeps_the_run_intact(toy_task, tmp_saved, tmp_path, capsys, damage):
+    """#19: a resume from a damaged or foreign last.pt fails with one line, runs no code from the file, and
+    leaves the run folder as it was (config.yaml included: it used to be overwritten before the checkpoint
+    was read)."""
+    import torch
+
+    folder = _trained_folder(toy_task, tmp_saved, capsys)
+    last = folder / "last.pt"
+    marker = tmp_path / "pwned"
+    if damage == "truncated":
+        last.write_bytes(last.read_bytes()[:200])
+    elif damage == "code":
+        torch.save({"model": _Boom(marker)}, last)
+    else:   # a state dict whose tensors have other shapes
+        state = torch.load(last, weights_only=True)
+        state["model"] = {k: torch.zeros(v.shape[0] + 1, *v.shape[1:]) if v.dim() else v
+                          for k, v in state["model"].items()}
+        torch.save(state, last)
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    argv = ["--model", toy_task.model, "--dataset", toy_task.dataset, f"--checkpoint_dir={tmp_saved}",
+            "--show_progress=False", "--epochs=4", "--log_level=WARNING", f"--resume={folder}"]
+    assert run.main(argv) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert "last.pt" in line and "Traceback" not in line
+    if damage == "code":
+        assert "refused without running" in line and not marker.exists()
+    if damage == "foreign":
+        assert "does not fit this model" in line
+    after = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    for name in ("config.yaml", "last.pt", "best.pt", "metrics.json"):
+        assert after[name] == before[name], name

@@ -72,13 +72,18 @@ class VisionTask(Task):
         self.names, self._metric = metric_names(config, self.data.task_type)
         workers = int(config["num_workers"])
         kw: dict[str, Any] = {"collate_fn": self.data.collate_fn, "num_workers": workers, "persistent_workers": workers > 0}
+        # before the loaders: torch's shuffling sampler fails on an empty split with a message naming no split
+        empty = [split for split in ("train", "valid", "test") if len(getattr(self.data, split)) == 0]
+        if empty:
+            sizes = "/".join(str(len(getattr(self.data, s))) for s in ("train", "valid", "test"))
+            raise ValueError(f"dataset '{config['dataset']}': the {' and '.join(empty)} split(s) are empty "
+                             f"(train/valid/test = {sizes} examples); every split needs at least one example, "
+                             "check the dataset's split keys and files")
         self.loaders = {
             "train": DataLoader(self.data.train, batch_size=config["train_batch_size"], shuffle=True, **kw),
             "valid": DataLoader(self.data.valid, batch_size=config["eval_batch_size"], shuffle=False, **kw),
             "test": DataLoader(self.data.test, batch_size=config["eval_batch_size"], shuffle=False, **kw),
         }
-        if len(self.loaders["train"]) == 0:
-            raise ValueError(f"dataset '{config['dataset']}' has an empty training split")
 
     def load_data(self, config):
         return load_data(config)

@@ -17,6 +17,7 @@ import copy
 import json
 import logging
 import math
+import pickle
 import re
 import sys
 import time
@@ -67,6 +68,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"checkpoint '{path}' not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" in str(exc):   # a class or function reference: objects, maybe code
+            raise ValueError(f"checkpoint '{path}' holds Python objects other than tensors and plain values; it was "
+                             "refused without running any of it (a checkpoint written by graphattn never does this: "
+                             "do not load such a file unless you trust where it came from)") from None
+        raise ValueError(f"checkpoint '{path}' could not be read (corrupt, or not saved as tensors and plain "
+                         "values)") from None
     except Exception as exc:  # torch raises several types for truncated / foreign files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"checkpoint '{path}' could not be read (corrupt, or not saved as tensors and plain values): {first}") from None
@@ -160,11 +168,13 @@ class RunDir:
         return run
 
     @classmethod
-    def open(cls, path: str | Path, config: Config | None = None) -> RunDir:
+    def open(cls, path: str | Path, config: Config | None = None, save_config: bool = True) -> RunDir:
         """Reopen an existing run folder (or the folder of a checkpoint file), restoring its history.
 
         With ``config``, checks it is for the same model and dataset and saves it as the folder's
-        ``config.yaml`` (a resumed run may change, say, ``epochs``).
+        ``config.yaml`` (a resumed run may change, say, ``epochs``). ``save_config=False`` leaves the saved
+        config alone until :meth:`save_config` is called, so a resume that then fails (an unreadable or
+        foreign checkpoint) loses nothing (``run.py`` does this).
         """
         path = Path(path)
         if path.is_file():
@@ -177,7 +187,8 @@ class RunDir:
             for key in ("model", "dataset"):
                 if old.get(key) != config[key]:
                     raise ValueError(f"cannot resume '{path}': it ran {key} '{old.get(key)}', this config has '{config[key]}'")
-            config.save(saved)
+            if save_config:
+                config.save(saved)
         run = cls(path, log_level=(config["log_level"] if config is not None else old.get("log_level", "INFO")))
         metrics = path / "metrics.json"
         if metrics.is_file():
@@ -219,6 +230,10 @@ class RunDir:
         self.logger.info("test %s", " ".join(f"{k}={_fmt_number(v)}" for k, v in metrics.items()))
 
     # ------------------------------------------------------------------ checkpoints
+
+    def save_config(self, config: Config) -> None:
+        """Write ``config`` as the folder's ``config.yaml`` (atomically)."""
+        config.save(self.path / "config.yaml")
 
     def save_checkpoint(self, state: dict[str, Any], name: str = "last.pt") -> Path:
         """Save ``state`` (tensors, numbers, strings, lists, dicts) atomically as ``<run>/<name>``."""
@@ -329,6 +344,9 @@ class MemoryRun(RunDir):
 
     def _write_metrics(self) -> None:
         pass
+
+    def save_config(self, config: Config) -> None:
+        """Nothing to write in memory."""
 
     def save_checkpoint(self, state: dict[str, Any], name: str = "last.pt") -> None:
         if not isinstance(state, dict):

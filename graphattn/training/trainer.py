@@ -196,7 +196,12 @@ class Trainer:
         if distributed.is_main():
             checkpoint = find_checkpoint(path)
             state = load_checkpoint(checkpoint)
-        self.load_state_dict(distributed.broadcast_object(state))
+        try:
+            self.load_state_dict(distributed.broadcast_object(state))
+        except (RuntimeError, KeyError) as exc:   # torch's size-mismatch / missing-key errors: a user error here
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"checkpoint '{checkpoint}' does not fit this model and dataset "
+                             f"({type(self.model).__name__}): {first}") from None
         self.log.info("resumed from %s after epoch %d", checkpoint, self.epoch)
 
     # ------------------------------------------------------------------ the loop

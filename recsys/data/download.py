@@ -7,6 +7,7 @@ recorded in ``<cache>/SHA256SUMS`` and later downloads / uses are checked agains
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import shutil
@@ -15,6 +16,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path
 from graphattn.io import atomic_write_bytes
 
@@ -22,6 +24,14 @@ log = logging.getLogger(__name__)
 
 SUMS_FILE = "SHA256SUMS"
 _CHUNK = 1 << 20
+
+
+class DownloadError(FileNotFoundError):
+    """A data file is not in the cache and could not be fetched now (offline, refused, cut off halfway).
+
+    A ``FileNotFoundError`` (so an ``OSError``): what the user lacks is the file, and ``run.py`` reports a
+    missing file as one line with what to do, not as a traceback.
+    """
 
 
 def sha256_of(path: str | os.PathLike) -> str:
@@ -98,7 +108,7 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, expec
             resp = None  # the .part is already complete
         else:
             raise _offline_error(url, dest, e) from e
-    except (urllib.error.URLError, OSError) as e:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
         raise _offline_error(url, dest, e) from e
     if resp is not None:
         with resp:
@@ -114,13 +124,21 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, expec
                     for block in iter(lambda: resp.read(_CHUNK), b""):
                         fh.write(block)
                         bar.update(len(block))
-                except (urllib.error.URLError, OSError) as e:
+                except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
                     raise _offline_error(url, dest, e, partial=part) from e
+                got = fh.tell()
+            # http.client ends a read silently when the connection closes early: compare with the length
+            # the server announced, so a cut-off file is never verified against nothing and kept as complete
+            if total is not None and got < total:
+                raise _offline_error(url, dest, f"connection closed after {got} of {total} bytes", partial=part)
     try:
         digest = verify(part, want, expected_size)
-    except ValueError:
-        part.unlink(missing_ok=True)
-        raise
+    except ValueError as exc:
+        part.unlink(missing_ok=True)  # never kept, never resumed: the next call starts clean
+        reason = str(exc).removeprefix(f"{part}: ").split(";")[0]
+        raise ValueError(f"{dest}: the file downloaded from {url} does not verify ({reason}); it was deleted. "
+                         "Try again; if it persists the file changed upstream (remove its line from "
+                         f"{dest.parent / SUMS_FILE} to accept the new version)") from None
     os.replace(part, dest)
     if want is None:
         record_sum(dest.parent, dest.name, digest)
@@ -128,10 +146,10 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, expec
     return dest
 
 
-def _offline_error(url: str, dest: Path, err: BaseException, partial: Path | None = None) -> OSError:
+def _offline_error(url: str, dest: Path, err: BaseException | str, partial: Path | None = None) -> DownloadError:
     extra = f" (partial data kept in {partial}; the next call resumes it)" if partial else ""
     unzipped = f", or the unzipped {dest.with_suffix('').name} beside it" if dest.suffix == ".zip" else ""
-    return OSError(f"could not download {url}: {err}{extra}. To work offline, put the file at {dest}{unzipped} "
+    return DownloadError(f"could not download {url}: {err}{extra}. To work offline, put the file at {dest}{unzipped} "
                    f"(or set GRAPHATTN_DATA to a folder holding <dataset>/{dest.name}); see data/README.md")
 
 
@@ -139,10 +157,19 @@ def safe_unzip(zip_path: str | os.PathLike, target: str | os.PathLike) -> list[P
     """Extract ``zip_path`` into ``target``; refuse (``ValueError``) absolute paths, members that resolve
     outside ``target`` and symlinks, before writing anything. Files are written atomically."""
     zip_path, target = Path(zip_path), Path(target)
-    target.mkdir(parents=True, exist_ok=True)
-    root = target.resolve()
+    try:
+        return _unzip(zip_path, target)
+    except (zipfile.BadZipFile, EOFError, zlib.error) as exc:  # a truncated or damaged archive
+        raise ValueError(f"{zip_path}: not a valid zip archive ({exc}); delete it and download it again") from None
+
+
+def _unzip(zip_path: Path, target: Path) -> list[Path]:
     out = []
     with zipfile.ZipFile(zip_path) as zf:
+        bad = zf.testzip()  # every member's CRC, before anything is written
+        if bad is not None:
+            raise zipfile.BadZipFile(f"member {bad!r} fails its CRC check")
+        root = target.resolve()
         members = zf.infolist()
         for m in members:
             name = m.filename
@@ -155,6 +182,7 @@ def safe_unzip(zip_path: str | os.PathLike, target: str | os.PathLike) -> list[P
             if resolved != root and root not in resolved.parents:
                 raise ValueError(f"{zip_path}: member {name!r} would be written outside {root}; "
                                  "refusing to extract")
+        target.mkdir(parents=True, exist_ok=True)
         for m in members:
             dest = (root / m.filename).resolve()
             if m.is_dir():

@@ -5,7 +5,10 @@
 - ``kg_final.txt``: ``head relation tail`` per line; entity ids already place items first
   (item ``i`` is entity ``i``).
 - ``user_list.txt``, ``item_list.txt``, ``entity_list.txt``, ``relation_list.txt``: header
-  ``org_id remap_id`` then ``<original id> <index> [...]``; read for names when present.
+  ``org_id remap_id`` then ``<original id> <index> [...]``; read for names when present, and then every
+  id of that kind must be below the list's length (an id past it is an error naming file and line).
+
+Test users / items that ``train.txt`` never shows are allowed (cold start) and logged as a warning.
 
 The files hold no validation split; ``valid_ratio`` carves one out of train per user (seeded).
 They hold no timestamps either, so ``RecDataset.interactions`` (the time-ordered table) is ``None``.
@@ -13,6 +16,7 @@ They hold no timestamps either, so ``RecDataset.interactions`` (the time-ordered
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +28,8 @@ import pandas as pd
 from .dataset import RecDataset
 from .splits import carve_valid
 from graphattn.io import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 _SEP = np.zeros(256, dtype=bool)
 _SEP[[32, 9, 13, 11, 12, 10]] = True  # space, tab, CR, VT, FF, newline
@@ -95,6 +101,45 @@ def read_kg_final(path: str | os.PathLike) -> np.ndarray:
     return vals.reshape(-1, 3)
 
 
+def _first_out_of_range(path: Path, limit: int, column) -> tuple[int, int]:
+    """``(1-based line, id)`` of the first id of ``path`` at a position where ``column(position)`` holds
+    that is ``>= limit`` (the file is read again: only called once such an id is known to exist)."""
+    vals, line_of, per_line = read_int_lines(path)
+    starts = np.r_[0, np.cumsum(per_line)[:-1]]
+    pos = np.arange(len(vals)) - starts[line_of]
+    j = int(np.flatnonzero(column(pos) & (vals >= limit))[0])
+    return int(line_of[j]) + 1, int(vals[j])
+
+
+def _check_ids(directory: Path, names: Mapping[str, np.ndarray | None], train: np.ndarray,
+               train_users: np.ndarray, test: np.ndarray, test_users: np.ndarray, kg: np.ndarray) -> None:
+    """Ids must index the ``*_list.txt`` files when those are present (an id past the list is an error)."""
+    checks = [  # (list kind, noun, file, ids read from it, which positions of a line hold them)
+        ("user", "user", "train.txt", np.r_[train_users, train[:, 0]], lambda p: p == 0),
+        ("user", "user", "test.txt", np.r_[test_users, test[:, 0]], lambda p: p == 0),
+        ("item", "item", "train.txt", train[:, 1], lambda p: p >= 1),
+        ("item", "item", "test.txt", test[:, 1], lambda p: p >= 1),
+        ("entity", "entity", "kg_final.txt", kg[:, [0, 2]].ravel(), lambda p: p % 3 != 1),
+        ("relation", "relation", "kg_final.txt", kg[:, 1], lambda p: p % 3 == 1),
+    ]
+    for kind, noun, file, ids, column in checks:
+        listed = names[kind]
+        if listed is None or len(ids) == 0 or int(ids.max()) < len(listed):
+            continue
+        line, value = _first_out_of_range(directory / file, len(listed), column)
+        raise ValueError(f"{file} line {line}: {noun} id {value} is out of range: {kind}_list.txt lists "
+                         f"{len(listed)} {noun}s (ids 0..{len(listed) - 1}); fix the id or the list file")
+
+
+def _warn_test_only(train: np.ndarray, test: np.ndarray) -> None:
+    """Users / items of test.txt that train.txt never shows are scored from untrained embeddings: say so."""
+    for col, noun in ((0, "user"), (1, "item")):
+        only = np.setdiff1d(test[:, col], train[:, col])
+        if len(only):
+            log.warning("test.txt: %d test %s(s) never appear in train.txt (first: %s %d); they are scored "
+                        "from untrained embeddings", len(only), noun, noun, int(only[0]))
+
+
 def read_list_file(path: str | os.PathLike) -> np.ndarray | None:
     """``org_id remap_id [...]`` file -> original ids as strings ordered by ``remap_id`` (None if absent)."""
     path = Path(path)
@@ -129,6 +174,8 @@ def load_kgat(directory: str | os.PathLike, config: Mapping[str, Any] | None = N
     kg = read_kg_final(kg_path) if kg_path.exists() else np.zeros((0, 3), np.int64)
 
     names = {k: read_list_file(directory / f"{k}_list.txt") for k in ("user", "item", "entity", "relation")}
+    _check_ids(directory, names, train_all, train_users, test, test_users, kg)
+    _warn_test_only(train_all, test)
     n_users = max([int(np.max(a, initial=-1)) + 1 for a in (train_users, test_users, train_all[:, 0], test[:, 0])]
                   + [len(names["user"]) if names["user"] is not None else 0])
     n_items = max(int(np.max(train_all[:, 1], initial=-1)) + 1, int(np.max(test[:, 1], initial=-1)) + 1,

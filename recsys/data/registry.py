@@ -51,14 +51,20 @@ def load_ml100k(config: Mapping[str, Any]) -> RecDataset:
 def fetch_kgat(name: str, config: Mapping[str, Any] | None = None, show_progress: bool = True) -> Path:
     """Make sure ``<data root>/<name>/`` holds the KGAT files (download missing ones) and return it."""
     folder = data_root(config) / name
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     base = KGAT_BASE.format(name=name)
     first_use = not all((folder / f).exists() for f in ("train.txt", "test.txt", "kg_final.txt"))
-    if not (folder / "kg_final.txt").exists():
-        safe_unzip(download(base + "kg_final.txt.zip", folder / "kg_final.txt.zip", show_progress=show_progress),
-                   folder)
-    for f in ("train.txt", "test.txt"):
-        download(base + f, folder / f, show_progress=show_progress)
+    try:
+        if not (folder / "kg_final.txt").exists():
+            safe_unzip(download(base + "kg_final.txt.zip", folder / "kg_final.txt.zip",
+                                show_progress=show_progress), folder)
+        for f in ("train.txt", "test.txt"):
+            download(base + f, folder / f, show_progress=show_progress)
+    except (OSError, ValueError):
+        if created and not any(folder.iterdir()):
+            folder.rmdir()  # a failed first fetch leaves no empty dataset folder behind
+        raise
     if first_use:  # names are optional: try once, never block offline use later
         for f in KGAT_OPTIONAL:
             if not (folder / f).exists():

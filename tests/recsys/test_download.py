@@ -139,7 +139,7 @@ def test_safe_unzip(tmp_path):
         target = tmp_path / f"out-{name}"
         with pytest.raises(ValueError, match="refusing to extract"):
             safe_unzip(z, target)
-        assert list(target.iterdir()) == []  # checked before anything is written
+        assert not target.exists()  # checked before anything is written, the target folder included
     assert not (tmp_path / "evil").exists()
 
 
@@ -162,3 +162,71 @@ def test_kgat_dataset_fetched_on_first_use(tmp_path, server, monkeypatch, hand_d
     n = len(h.log)
     registry.LOADERS["last-fm"][0]({"data_path": str(tmp_path / "cache")})  # offline from the cache
     assert len(h.log) == n
+
+
+class _CutHandler(http.server.BaseHTTPRequestHandler):
+    """Announces the whole body, sends half of it and closes the connection (a dropped download)."""
+
+    def do_GET(self):  # noqa: N802
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(PAYLOAD)))
+        self.end_headers()
+        self.wfile.write(PAYLOAD[: len(PAYLOAD) // 2])
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+def test_dropped_connection_keeps_only_the_part_and_is_a_missing_file_error(tmp_path, server):
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CutHandler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}/e.bin"
+        with pytest.raises(FileNotFoundError, match=r"closed after 150000 of 300000 bytes.*partial data kept"):
+            download(url, tmp_path / "e.bin", show_progress=False)  # no hash to catch it: the length must
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert not (tmp_path / "e.bin").exists() and SUMS_FILE not in os.listdir(tmp_path)
+    assert (tmp_path / "e.bin.part").read_bytes() == PAYLOAD[: len(PAYLOAD) // 2]
+    base, h = server  # the next call resumes the part from a server that stays up
+    h.files["/e.bin"] = PAYLOAD
+    assert download(base + "/e.bin", tmp_path / "e.bin", show_progress=False).read_bytes() == PAYLOAD
+    assert h.log == [("/e.bin", "bytes=150000-")]
+
+
+def test_safe_unzip_refuses_a_damaged_archive_before_writing(tmp_path):
+    data = _zip([("kg_final.txt", "0 0 1\n" * 5000)])
+    for name, broken in (("cut", data[: len(data) // 3]),
+                         ("crc", data.replace(b"0 0 1\n0 0 1", b"0 0 1\n0 0 2", 1))):
+        (tmp_path / f"{name}.zip").write_bytes(broken)
+        with pytest.raises(ValueError, match=rf"{name}\.zip: not a valid zip archive .*download it again"):
+            safe_unzip(tmp_path / f"{name}.zip", tmp_path / name)
+        assert not (tmp_path / name).exists()
+
+
+def test_failed_verification_names_the_destination_and_url(tmp_path, server):
+    base, h = server
+    h.files["/f.bin"] = PAYLOAD
+    with pytest.raises(ValueError, match=rf"f\.bin: the file downloaded from {base}/f\.bin does not verify "
+                                         r"\(sha256 mismatch, .*\); it was deleted"):
+        download(base + "/f.bin", tmp_path / "f.bin", sha256="0" * 64, show_progress=False)
+    assert os.listdir(tmp_path) == []
+
+
+def test_failed_first_fetch_leaves_no_empty_dataset_folder(tmp_path, monkeypatch):
+    from recsys.data import registry
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    monkeypatch.setattr(registry, "KGAT_BASE", f"http://127.0.0.1:{port}/" + "{name}/")
+    with pytest.raises(FileNotFoundError, match=r"could not download .*kg_final\.txt\.zip"):
+        registry.fetch_kgat("last-fm", {"data_path": str(tmp_path)}, show_progress=False)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "last-fm").mkdir()  # a folder the user made is left alone
+    with pytest.raises(FileNotFoundError):
+        registry.fetch_kgat("last-fm", {"data_path": str(tmp_path)}, show_progress=False)
+    assert (tmp_path / "last-fm").is_dir()

@@ -260,3 +260,34 @@ def test_atomic_header_only_kg_and_link_mean_no_kg(tmp_path):
     _write(tmp_path / "t.link", "item_id:token\tentity_id:token\n")
     ds = load_atomic(tmp_path, {"eval_args": {"split": {"RS": [1, 0, 0]}}})
     assert ds.kg.shape == (0, 3) and (ds.n_entities, ds.n_relations) == (1, 0)
+
+
+def test_kgat_ids_past_the_list_files_name_file_line_and_list(tmp_path):
+    _write(tmp_path / "train.txt", "0 1 2\n1 2 3\n")
+    _write(tmp_path / "test.txt", "0 3\n1 1\n")
+    _write(tmp_path / "kg_final.txt", "0 0 5\n1 1 6\n2 4 7\n")
+    assert load_kgat(tmp_path, {}).n_relations == 5  # without list files the ids define the counts
+    _write(tmp_path / "relation_list.txt", "org_id remap_id\ngenre 0\nby 1\n")
+    with pytest.raises(ValueError, match=r"kg_final\.txt line 3: relation id 4 is out of range: "
+                                         r"relation_list\.txt lists 2 relations"):
+        load_kgat(tmp_path, {})
+    _write(tmp_path / "kg_final.txt", "0 0 5\n1 1 6\n")
+    _write(tmp_path / "test.txt", "0 3\n1 1\n1 2 9\n")
+    _write(tmp_path / "item_list.txt", "org_id remap_id\na 0\nb 1\nc 2\nd 3\n")
+    with pytest.raises(ValueError, match=r"test\.txt line 3: item id 9 is out of range: item_list\.txt lists 4"):
+        load_kgat(tmp_path, {})
+    _write(tmp_path / "test.txt", "0 3\n1 1\n")
+    _write(tmp_path / "user_list.txt", "org_id remap_id\nu 0\n")
+    with pytest.raises(ValueError, match=r"train\.txt line 2: user id 1 is out of range: user_list\.txt lists 1"):
+        load_kgat(tmp_path, {})
+
+
+def test_kgat_warns_about_test_users_and_items_never_trained(tmp_path, caplog):
+    _write(tmp_path / "train.txt", "0 1 2\n1 2 3\n")
+    _write(tmp_path / "test.txt", "0 3\n5 1\n1 7\n")
+    with caplog.at_level(logging.WARNING, logger="recsys.data.kgat_format"):
+        ds = load_kgat(tmp_path, {})
+    assert ds.n_users == 6 and ds.n_items == 8
+    text = caplog.text
+    assert "1 test user(s) never appear in train.txt (first: user 5)" in text
+    assert "1 test item(s) never appear in train.txt (first: item 7)" in text

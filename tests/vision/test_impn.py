@@ -119,6 +119,9 @@ def test_recording_round_trip_and_errors(tmp_path):
         read_recording(tmp_path / "rec")
     with pytest.raises(FileNotFoundError, match="meta.json"):
         read_recording(tmp_path / "missing")
+    det.write_bytes(b"frame,x1,y1,x2,y2,class\n0,1,2,3,4,book\n\xff\xd8\xff\xe0 JFIF\n")  # not text
+    with pytest.raises(ValueError, match=r"detections.csv, line 3: not UTF-8 text \(byte 0xff\)"):
+        read_recording(tmp_path / "rec")
 
 
 def test_trains_on_a_recording_through_the_trainer(tmp_path):

@@ -187,3 +187,16 @@ def test_digits_shift_augmentation_is_a_translation(probe):
         matches = [(dy, dx) for dy in range(5) for dx in range(5) if torch.equal(padded[:, dy : dy + 8, dx : dx + 8], x)]
         assert matches, "the augmented image is not a translate of the original"
     assert len(data.valid) and isinstance(data.valid, torch.utils.data.TensorDataset)  # never augmented
+
+
+def test_an_empty_split_is_named_before_any_loader_is_built(probe, tmp_saved):
+    from torch.utils.data import TensorDataset
+    from vision.task import VisionTask
+
+    config = _config(probe, tmp_saved)
+    full = TensorDataset(torch.zeros(4, 1, 8, 8), torch.zeros(4, dtype=torch.long))
+    empty = TensorDataset(torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long))
+    for splits, named in (((empty, full, full), "the train split"), ((full, full, empty), "the test split")):
+        data = VisionData(*splits, num_classes=2, meta={"image_size": 8})
+        with pytest.raises(ValueError, match=rf"dataset 'digits': {named}\(s\) are empty \(train/valid/test = "):
+            VisionTask(config, data)

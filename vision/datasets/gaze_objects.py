@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 import json
 import math
 from pathlib import Path
@@ -161,15 +162,25 @@ def load_gaze_objects(config: Any) -> VisionData:
 # --------------------------------------------------------------------------- real recordings
 
 
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text; a binary or wrongly encoded file -> ``ValueError`` naming the file and line."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ValueError(f"{path}, line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); a recording "
+                         "holds text files detections.csv, gaze.csv and meta.json") from None
+
+
 def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; a recording directory needs detections.csv, gaze.csv and meta.json")
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; header must start with {','.join(required)}")
-        return list(reader)
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    missing = [c for c in required if c not in (reader.fieldnames or [])]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; header must start with {','.join(required)}")
+    return list(reader)
 
 
 def _num(row: dict[str, str], key: str, path: Path, line: int) -> float:
@@ -186,7 +197,7 @@ def read_recording(directory: str | Path, node_geometry: str = "size") -> tuple[
     if not meta_path.is_file():
         raise FileNotFoundError(f"{meta_path} not found; a recording directory needs detections.csv, gaze.csv and meta.json")
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = json.loads(_read_text(meta_path))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{meta_path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     for key in ("image_width", "image_height", "classes", "labels"):
