@@ -202,6 +202,11 @@ class Trainer:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ValueError(f"checkpoint '{checkpoint}' does not fit this model and dataset "
                              f"({type(self.model).__name__}): {first}") from None
+        # a run killed after writing metrics.json but before last.pt recorded epochs that will now be replayed
+        history = self.run.history
+        for key in ("train", "evaluations"):
+            history[key] = [row for row in history.get(key, []) if int(row.get("epoch", 0)) <= self.epoch]
+        history["test"] = {}
         self.log.info("resumed from %s after epoch %d", checkpoint, self.epoch)
 
     # ------------------------------------------------------------------ the loop

@@ -33,10 +33,16 @@ class RecModel(nn.Module):
     """Base class of recommendation models (see module docstring)."""
 
     phases: tuple[str, ...] = ("cf",)
+    uses_kg: bool = False   # a knowledge-graph model: refuses a dataset without triples unless use_kg is false
 
     def __init__(self, config: Mapping, data):
         super().__init__()
         self.n_users, self.n_items = data.n_users, data.n_items
+        if self.uses_kg and len(data.kg) == 0 and config.get("use_kg", True):
+            raise ValueError(
+                f"{type(self).__name__} needs a knowledge graph, but dataset '{data.name}' has no triples (no "
+                "kg_final.txt in a KGAT-format folder, no <name>.kg atomic file, or every triple filtered out by "
+                "kg_min_degree); add one, or set use_kg: false to train it without a KG on purpose")
 
     # -- training
     def cf_loss(self, users: Tensor, pos: Tensor, neg: Tensor) -> tuple[Tensor, dict[str, float]]:

@@ -58,6 +58,8 @@ class CKE(RecModel):
 
     phases = ("cf",)
 
+    uses_kg = True
+
     def __init__(self, config, data):
         super().__init__(config, data)
         d, k = config["embedding_size"], config["kg_embedding_size"]

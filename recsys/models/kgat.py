@@ -66,6 +66,8 @@ class KGAT(RecModel):
     phases = ("cf", "kg")
     restrict_below = 0.5   # batch propagation: layers whose receptive field is smaller than this share are sliced
 
+    uses_kg = True
+
     def __init__(self, config, data):
         super().__init__(config, data)
         d, k = config["embedding_size"], config["kg_embedding_size"]

@@ -53,6 +53,25 @@ def test_resume_after_an_interrupt_equals_an_uninterrupted_run(toy_task, tmp_sav
     assert [row["epoch"] for row in history["train"]] == [1, 2, 3, 4]
 
 
+def test_resume_drops_history_written_after_the_checkpoint(toy_task, tmp_saved):
+    """A run killed after metrics.json got epoch 3's rows but before last.pt was saved resumes from epoch 2:
+    epoch 3 is replayed, and its rows must not appear twice (found by the SIGKILL test in CI)."""
+    straight, _, _ = _fit(_config(toy_task, tmp_saved, epochs=3))
+    config = _config(toy_task, tmp_saved, epochs=2)
+    _, _, path = _fit(config)
+    metrics = json.loads((path / "metrics.json").read_text())
+    metrics["train"].append(dict(metrics["train"][-1], epoch=3))          # the killed epoch's rows
+    metrics["evaluations"].append(dict(metrics["evaluations"][-1], epoch=3))
+    (path / "metrics.json").write_text(json.dumps(metrics))
+    config = _config(toy_task, tmp_saved, epochs=3, resume=str(path))
+    with RunDir.open(path, config) as run:
+        resumed = Trainer.from_config(config, run).fit()
+    history = json.loads((path / "metrics.json").read_text())
+    assert [row["epoch"] for row in history["train"]] == [1, 2, 3]
+    assert [row["epoch"] for row in history["evaluations"] if row["split"] == "valid"] == [1, 2, 3]
+    assert resumed == straight
+
+
 def test_state_dict_round_trips_field_by_field(toy_task, tmp_saved):
     config = _config(toy_task, tmp_saved, epochs=2, scheduler="cosine", warmup_epochs=1)
     _, trainer, path = _fit(config)

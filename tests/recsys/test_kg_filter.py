@@ -56,3 +56,23 @@ def test_kg_models_train_an_epoch_without_a_kg(model, tmp_path):
     finally:
         run.close()
     assert len(data.kg) == 0 and np.isfinite(test["recall@20"])
+
+
+@pytest.mark.parametrize("model", ["KGAT", "CKE"])
+def test_kg_models_refuse_a_dataset_without_triples_unless_use_kg_is_false(model):
+    """#18: a KG model on a dataset with no KG must not silently train as plain CF."""
+    import recsys  # noqa: F401
+    from graphattn.config import Config
+    from graphattn.registry import get_model
+
+    def config(**extra):
+        small = {"embedding_size": 4, "kg_embedding_size": 4}
+        if model == "KGAT":
+            small.update(layers=[4], mess_dropout=[0.0])
+        return Config(model, "planted-kg", config_dict={**small, **extra})
+
+    empty = _data().filter_kg(use_kg=False)
+    with pytest.raises(ValueError, match=r"needs a knowledge graph, but dataset 'toy' has no triples.*use_kg: false"):
+        get_model(model)(config(), empty)
+    get_model(model)(config(use_kg=False), empty)     # on purpose: allowed
+    get_model(model)(config(), _data())               # with triples: as before
