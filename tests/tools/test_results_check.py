@@ -41,3 +41,14 @@ def test_every_check_is_well_formed():
         assert (Path(rc.ROOT) / c.argv[0]).is_file(), c.argv[0]
         assert any("{out}" in a for a in c.argv), f"{c.name} must write into the temporary folder"
         assert c.published.startswith("docs/results/") and c.figures
+
+
+def test_every_figure_key_resolves_in_its_published_json():
+    """An ambiguous or stale key (e.g. a row selector matching two rows) fails here, not at results-check time."""
+    import json
+    for c in rc.CHECKS:
+        published = Path(rc.ROOT) / c.published
+        assert published.is_file(), f"{c.name}: {c.published} not published"
+        doc = json.loads(published.read_text())
+        for fig in c.figures:
+            float(rc.lookup(doc, fig.key))
