@@ -8,7 +8,7 @@ is the end symbol, so a model's pointer position 0 is its stop vector. In memory
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -152,3 +152,29 @@ def check_int_keys(config: Mapping[str, Any], lows: Mapping[str, int], why: str 
         value = config[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{key_source(config, key)}: expected an int >= {low}{why}, got {value!r}")
+
+
+def generated_or_file_splits(config: Mapping[str, Any], file_prefix: str,
+                             generate: Callable[[int, int, int, np.random.Generator], tuple[list, list]]
+                             ) -> dict[str, PointerSplit]:
+    """The train / valid / test splits of a generated pointer dataset.
+
+    Each split is read from ``<file_prefix>_<split>_file`` (the paper's format) when that key is set, else
+    generated as ``generate(<split>_size, n_lo, n_hi, rng)`` with ``rng`` seeded by ``(data_seed, split
+    index)``: train and valid draw n in ``[n_min, n_max]``, test uses ``n = test_n``. Targets end with STOP.
+    """
+    from .pointer_file import read_pointer_file
+
+    seed = int(config["data_seed"])
+    n_range = {"train": (config["n_min"], config["n_max"]), "valid": (config["n_min"], config["n_max"]),
+               "test": (config["test_n"], config["test_n"])}
+    splits = {}
+    for k, split in enumerate(("train", "valid", "test")):
+        path = config[f"{file_prefix}_{split}_file"]
+        if path is not None:
+            points, outputs = read_pointer_file(path)
+            targets = [[*o, STOP] for o in outputs]
+        else:
+            points, targets = generate(int(config[f"{split}_size"]), *n_range[split], np.random.default_rng([seed, k]))
+        splits[split] = PointerSplit.from_lists(points, targets)
+    return splits

@@ -26,9 +26,8 @@ from scipy.spatial import ConvexHull
 
 from graphattn.registry import register_dataset
 
-from .base import STOP, PointerProblem, PointerSplit, SequenceData, key_source
+from .base import STOP, PointerProblem, SequenceData, generated_or_file_splits, key_source
 from .geometry import polygon_area, is_simple_polygon
-from .pointer_file import read_pointer_file
 
 __all__ = ["hull_target", "generate_convex_hull", "closed_polygon", "area_coverage", "ConvexHullProblem",
            "load_convex_hull"]
@@ -108,20 +107,7 @@ def _check(config: Mapping[str, Any]) -> None:
 def load_convex_hull(config: Mapping[str, Any]) -> SequenceData:
     """The ``convex-hull`` dataset as the config says (module docstring)."""
     _check(config)
-    seed = int(config["data_seed"])
-    sizes = {"train": config["train_size"], "valid": config["valid_size"], "test": config["test_size"]}
-    n_range = {"train": (config["n_min"], config["n_max"]), "valid": (config["n_min"], config["n_max"]),
-               "test": (config["test_n"], config["test_n"])}
-    splits = {}
-    for k, split in enumerate(("train", "valid", "test")):
-        path = config[f"hull_{split}_file"]
-        if path is not None:
-            points, outputs = read_pointer_file(path)
-            targets = [[*o, STOP] for o in outputs]
-        else:
-            rng = np.random.default_rng([seed, k])
-            points, targets = generate_convex_hull(sizes[split], *n_range[split], rng)
-        splits[split] = PointerSplit.from_lists(points, targets)
+    splits = generated_or_file_splits(config, "hull", generate_convex_hull)
     return SequenceData("convex-hull", splits["train"], splits["valid"], splits["test"], ConvexHullProblem())
 
 

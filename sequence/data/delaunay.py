@@ -27,9 +27,8 @@ from scipy.spatial import Delaunay
 
 from graphattn.registry import register_dataset
 
-from .base import STOP, PointerProblem, PointerSplit, SequenceData, check_int_keys, key_source
+from .base import STOP, PointerProblem, SequenceData, check_int_keys, generated_or_file_splits, key_source
 from .geometry import signed_area
-from .pointer_file import read_pointer_file
 
 __all__ = ["incenter", "delaunay_target", "generate_delaunay", "output_triangles", "DelaunayProblem",
            "load_delaunay"]
@@ -115,19 +114,7 @@ def _check(config: Mapping[str, Any]) -> None:
 def load_delaunay(config: Mapping[str, Any]) -> SequenceData:
     """The ``delaunay`` dataset as the config says (module docstring)."""
     _check(config)
-    seed = int(config["data_seed"])
-    n_range = {"train": (config["n_min"], config["n_max"]), "valid": (config["n_min"], config["n_max"]),
-               "test": (config["test_n"], config["test_n"])}
-    splits = {}
-    for k, split in enumerate(("train", "valid", "test")):
-        path = config[f"delaunay_{split}_file"]
-        if path is not None:
-            points, outputs = read_pointer_file(path)
-            targets = [[*o, STOP] for o in outputs]
-        else:
-            rng = np.random.default_rng([seed, k])
-            points, targets = generate_delaunay(int(config[f"{split}_size"]), *n_range[split], rng)
-        splits[split] = PointerSplit.from_lists(points, targets)
+    splits = generated_or_file_splits(config, "delaunay", generate_delaunay)
     return SequenceData("delaunay", splits["train"], splits["valid"], splits["test"], DelaunayProblem())
 
 
