@@ -15,13 +15,7 @@ __all__ = ["CircuitTask"]
 
 class CircuitTask(ICLTask):
     model_base = CircuitModel
-
-    def load_data(self, config):
-        from graphattn.registry import get_dataset
-        entry = get_dataset(config["dataset"], "circuits")
-        if entry.loader is None:
-            raise ValueError(f"dataset '{config['dataset']}': task circuits generates its prompts; name a registered dataset")
-        return entry.loader(config)
+    task_name = "circuits"
 
     @property
     def mode(self) -> str:

@@ -23,16 +23,15 @@ __all__ = ["ICLTask"]
 
 class ICLTask(Task):
     model_base = ICLModel
+    task_name = "icl"   # the registry task whose datasets this task loads (subclasses for other tasks override it)
 
     def __init__(self, config: Mapping[str, Any], data: Any = None) -> None:
         super().__init__(config, data)
         self.generator = torch.Generator().manual_seed(int(config["seed"]))
 
     def load_data(self, config):
-        entry = get_dataset(config["dataset"], "icl")
-        if entry.loader is None:
-            raise ValueError(f"dataset '{config['dataset']}': task icl generates its prompts; name a registered dataset")
-        return entry.loader(config)
+        # the task is registered without path_loader_ok, so get_dataset refuses folders: always a loader here
+        return get_dataset(config["dataset"], self.task_name).loader(config)
 
     @property
     def mode(self) -> str:
