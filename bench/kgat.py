@@ -33,6 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 from tqdm import tqdm  # noqa: E402
 
+from bench.timing import summary  # noqa: E402
+
 from graphattn.results import Results, add_output_args  # noqa: E402
 
 AMAZON = dict(n_users=70_679, n_items=24_915, n_other=88_572, n_relations=39, n_triples=2_557_746,
@@ -244,11 +246,10 @@ def _median_run(runs: list[dict]) -> dict:
     out = {}
     for key, value in runs[0].items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            vals = sorted(r[key] for r in runs)
-            n = len(vals)
-            out[key] = vals[n // 2] if n % 2 else 0.5 * (vals[n // 2 - 1] + vals[n // 2])
-            if n > 1:
-                out[f"{key}_min_max"] = [vals[0], vals[-1]]
+            stats = summary([r[key] for r in runs])
+            out[key] = stats["median"]
+            if len(runs) > 1:
+                out[f"{key}_min_max"] = [stats["min"], stats["max"]]
         else:
             out[key] = value
     return out
