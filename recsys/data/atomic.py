@@ -21,13 +21,14 @@ import csv
 import io
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from graphattn.io import atomic_open
 
 from .dataset import RecDataset
 from .splits import split_indices
@@ -268,14 +269,8 @@ def _load_feat(path: Path, field: str, tokens: np.ndarray, key: str) -> pd.DataF
 
 def _write_frame(frame: pd.DataFrame, types: dict[str, str], path: Path) -> None:
     out = frame.rename(columns={c: f"{c}:{types[c]}" for c in frame.columns})
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            out.to_csv(fh, sep="\t", index=False, quoting=csv.QUOTE_NONE, lineterminator="\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "w", encoding="utf-8", newline="") as fh:
+        out.to_csv(fh, sep="\t", index=False, quoting=csv.QUOTE_NONE, lineterminator="\n")
 
 
 def _tokens(ds: RecDataset) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
