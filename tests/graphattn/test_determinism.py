@@ -1,5 +1,5 @@
-"""Same seed, same run: with ``reproducibility: true`` (the default) two runs of a model on the sparse path
-give bit-identical losses, metrics and weights with two threads (#24).
+"""Same seed, same run: with ``reproducibility: true`` (the default) two runs of a model (recommenders, a vision and a
+sequence model) give bit-identical losses, metrics and weights with two threads (#24).
 
 Before the fix KGAT's TransR step gathered relation embeddings with ``e_r[relations]``, whose backward
 accumulates with several threads in a varying order: parameters differed from run to run in the 8th digit
@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import recsys  # noqa: F401
+import sequence  # noqa: F401
 import vision  # noqa: F401
 from graphattn.config import Config
 from graphattn.training import Trainer
@@ -17,6 +18,8 @@ RUNS = {
     "KGAT": ("planted-kg", {"epochs": 1}),
     "CKE": ("planted-kg", {"epochs": 1}),
     "IMPN": ("gaze_objects", {"epochs": 1, "num_train": 60, "num_valid": 20, "num_test": 20}),
+    "PointerNet": ("convex-hull", {"epochs": 1, "train_size": 64, "valid_size": 16, "test_size": 16, "n_min": 4,
+                                   "n_max": 6, "test_n": 6, "hidden_size": 8, "train_batch_size": 16}),
 }
 
 
