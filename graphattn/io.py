@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -20,7 +21,10 @@ from pathlib import Path
 from typing import IO, Any
 
 __all__ = ["atomic_open", "atomic_path", "atomic_write_bytes", "atomic_write_text", "default_file_mode",
-           "save_figure"]
+           "remove_stale_temporaries", "save_figure"]
+
+# what atomic_path's mkstemp names look like: ".<target name>.<8 random characters>.tmp"
+_TEMPORARY = re.compile(r"^\.(?P<target>.+)\.[A-Za-z0-9_]{8}\.tmp$")
 
 
 def current_umask() -> int:
@@ -62,6 +66,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[str]:
+    """Delete the temporary files that writes killed halfway (SIGKILL, power loss) left in ``folder``.
+
+    Only names of the form :func:`atomic_path` creates are touched; their targets were never replaced, so
+    nothing saved is lost. Call it only when no other process is writing into ``folder``. Returns the
+    names removed.
+    """
+    removed = []
+    for entry in sorted(Path(folder).iterdir()):
+        if entry.is_file() and _TEMPORARY.match(entry.name):
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+                removed.append(entry.name)
+    return removed
 
 
 @contextlib.contextmanager

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from graphattn.config import Config, load_yaml
-from graphattn.io import atomic_open, atomic_write_bytes, save_figure
+from graphattn.io import atomic_open, atomic_write_bytes, remove_stale_temporaries, save_figure
 
 from .report import AT_K
 
@@ -201,6 +201,10 @@ class RunDir:
                 run.history[key] = list(data.get(key, []))
             run.history["test"] = dict(data.get("test", {}))
         run.logger.info("reopened run folder %s", path)
+        stale = remove_stale_temporaries(path)   # a write killed halfway; its target is the previous version
+        if stale:
+            run.logger.warning("removed %d temporary file(s) of a write that was interrupted: %s",
+                               len(stale), ", ".join(stale))
         return run
 
     # ------------------------------------------------------------------ history
