@@ -31,5 +31,6 @@ from . import text  # noqa: E402,F401  (task text_classification: Attention AT /
 from . import icl  # noqa: E402,F401  (task icl: ICLRegression, InductionNet)
 from . import interactcomp  # noqa: E402,F401  (task interactcomp: InteractCompPolicy)
 from . import circuits  # noqa: E402,F401  (task circuits: CircuitGPT)
+from . import deconstruct  # noqa: E402,F401  (task decon_lm: DeconLM, Deconstructing Attention)
 
 __all__ = ["PointerModel", "SequenceData", "SequenceTask"]
