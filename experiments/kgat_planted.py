@@ -7,7 +7,8 @@ few interactions of most items while the knowledge graph says where they belong.
 For each seed this trains BPRMF, CKE and KGAT with the same budget through the project's trainer, then
 reports test recall@20 / ndcg@20 and, for KGAT, the attention that items give to their informative
 neighbour versus their noise neighbours: mean weight per edge, total mass per item, and the share of items
-whose informative edge outweighs their average noise edge (0.5 = no preference).
+whose informative edge outweighs their average noise edge (0.5 = no preference), at the best epoch and (KGAT)
+at every evaluation (``share_informative_wins_by_epoch``, with ``best_epoch`` in each seed's row).
 
     python experiments/kgat_planted.py [--seeds 0 1 2] [--epochs 60] [--out DIR] [--publish]
     python experiments/kgat_planted.py --models KGAT --kgat attention_mode=end_to_end use_kge=false \\
@@ -50,9 +51,16 @@ def run(model_name: str, seed: int, epochs: int, eval_step: int, lr: float, work
     run_dir = RunDir.create(cfg)
     try:
         trainer = Trainer.from_config(cfg, run_dir)     # seeds from cfg["seed"], loads the data, builds the model
+        trajectory = []
+        if model_name == "KGAT":                        # the attention share at every evaluation (issue #20)
+            trainer.on_evaluation = lambda epoch, result: trajectory.append(
+                [epoch, attention_by_relation(trainer.model, trainer.task.data)["share_items_informative_wins"]])
         test = trainer.fit()                            # trainer.model holds the best epoch's weights
     finally:
         run_dir.close()
+    test = {**test, "best_epoch": trainer.best_epoch}
+    if trajectory:
+        test["share_informative_wins_by_epoch"] = trajectory
     return test, {"model": trainer.model, "data": trainer.task.data}
 
 
@@ -86,7 +94,9 @@ def main() -> None:
                 if name == "KGAT":
                     att = attention_by_relation(holder["model"], holder["data"])
                     attention.append(att)
-                    line += (f"  attention per edge: informative {att['mean_weight_informative']:.3f} vs noise "
+                    att["best_epoch"] = test["best_epoch"]
+                    line += (f"  best epoch {test['best_epoch']};"
+                             f"  attention per edge: informative {att['mean_weight_informative']:.3f} vs noise "
                              f"{att['mean_weight_noise']:.3f}; per item mass {att['mass_informative_per_item']:.3f} "
                              f"vs {att['mass_noise_per_item']:.3f}; informative wins in "
                              f"{100 * att['share_items_informative_wins']:.0f}% of items")
@@ -101,7 +111,10 @@ def main() -> None:
     if attention:
         keys = attention[0].keys()
         summary["KGAT_attention"] = {k: float(np.mean([a[k] for a in attention])) for k in keys}
-        print("KGAT attention (mean over seeds):", {k: round(v, 4) for k, v in summary["KGAT_attention"].items()})
+        summary["KGAT_attention"]["share_items_informative_wins_per_seed"] = [
+            float(a["share_items_informative_wins"]) for a in attention]
+        print("KGAT attention (mean over seeds):", {k: (round(v, 4) if isinstance(v, float) else [round(x, 4) for x in v])
+                                              for k, v in summary["KGAT_attention"].items()})
     out = Results.from_args("kgat_planted", args)
     out.write_json(f"{args.name}.json", {"args": vars(args), "per_seed": results, "summary": summary}, seeds=args.seeds)
 

@@ -48,7 +48,9 @@ class KGAT(RecModel):
     ``--use_kge False``). The relation parameters ``W_r, e_r`` of the attention are trained only by TransR in
     ``fixed`` mode and also by the CF loss in ``end_to_end`` mode; with ``end_to_end`` and ``use_kge: false`` the
     attention is learnt from the recommendation loss alone. On the planted-knowledge data only that last setting
-    makes the attention favour the informative relation (``experiments/kgat_planted.py``; README).
+    makes the attention favour the informative relation (``experiments/kgat_planted.py``): the TransR-trained score
+    ranks relations by the scale of their projections, which TransR's unconstrained loss grows for the relations
+    it fits worst (``experiments/kgat_attention_diagnosis.py``, ``docs/results/kgat_attention.md``, issue #20).
 
     Deviations: the GraphSage aggregator normalises the layer output like the others (the official code
     normalises the pre-linear concatenation, a bug); the authors' pretrained ``mf.npz`` files are not published,
