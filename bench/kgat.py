@@ -83,81 +83,134 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def reference_epoch(config, data, batches: int | None, device: str = "cpu") -> dict:
-    """A port-style KGAT epoch (see module docstring); same sizes, batches and losses as ours."""
-    import numpy as np
-    import torch
-    import torch.nn.functional as F
-    from torch import nn
+class ReferenceKGAT:
+    """The port-style KGAT (see module docstring) as an object that keeps its state from epoch to epoch.
 
-    from graphattn.graphs import collaborative_kg
-    from recsys.sampler import BPRSampler, KGSampler
+    :func:`reference_epoch` times one epoch of it; ``bench/time_to_quality.py`` trains it for many epochs and
+    ranks with :meth:`embeddings`. Like the official code, the first epoch propagates over ``sum_r D_r^-1 A_r``
+    (each relation's adjacency normalised by its rows) and every :meth:`refresh` replaces it by the softmax
+    attention; CF and KG phases have separate Adam optimisers (official ``lr`` 1e-4).
+    """
 
-    g = collaborative_kg(data.n_users, data.n_entities, data.train, data.kg, data.n_relations)
-    n, R, d = g.num_nodes, g.num_relations, config["embedding_size"]
-    sizes = [d] + list(config["layers"])
-    emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n, d, device=device)))
-    trans_M = nn.Parameter(nn.init.xavier_uniform_(torch.empty(R, d, config["kg_embedding_size"], device=device)))
-    rel_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(R, config["kg_embedding_size"], device=device)))
-    W1 = nn.ModuleList(nn.Linear(sizes[i], sizes[i + 1]) for i in range(len(sizes) - 1)).to(device)
-    W2 = nn.ModuleList(nn.Linear(sizes[i], sizes[i + 1]) for i in range(len(sizes) - 1)).to(device)
-    params = [emb, trans_M, rel_emb, *W1.parameters(), *W2.parameters()]
-    opt_cf, opt_kg = torch.optim.Adam(params, lr=1e-4), torch.optim.Adam(params, lr=1e-4)
-    src, dst = g.edge_index.to(device)
-    A = torch.sparse_coo_tensor(torch.stack([dst, src]), torch.ones(src.numel(), device=device), (n, n)).coalesce()
+    def __init__(self, config, data, device: str = "cpu", lr: float = 1e-4, seed: int = 0) -> None:
+        import numpy as np
+        import torch
+        from torch import nn
 
-    def propagate():
-        ego, outs = emb, [emb]
-        for l in range(len(sizes) - 1):
-            side = torch.sparse.mm(A, ego)
-            ego = F.leaky_relu(W1[l](ego + side)) + F.leaky_relu(W2[l](ego * side))
-            ego = F.dropout(ego, 0.1, True)
+        from graphattn.graphs import collaborative_kg
+        from recsys.sampler import BPRSampler, KGSampler
+
+        self.device, self.data, self.config = device, data, config
+        g = collaborative_kg(data.n_users, data.n_entities, data.train, data.kg, data.n_relations)
+        n, R, d = g.num_nodes, g.num_relations, config["embedding_size"]
+        self.n, self.R, self.sizes = n, R, [d] + list(config["layers"])
+        sizes = self.sizes
+        self.emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n, d, device=device)))
+        self.trans_M = nn.Parameter(nn.init.xavier_uniform_(torch.empty(R, d, config["kg_embedding_size"], device=device)))
+        self.rel_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(R, config["kg_embedding_size"], device=device)))
+        self.W1 = nn.ModuleList(nn.Linear(sizes[i], sizes[i + 1]) for i in range(len(sizes) - 1)).to(device)
+        self.W2 = nn.ModuleList(nn.Linear(sizes[i], sizes[i + 1]) for i in range(len(sizes) - 1)).to(device)
+        params = [self.emb, self.trans_M, self.rel_emb, *self.W1.parameters(), *self.W2.parameters()]
+        self.opt_cf, self.opt_kg = torch.optim.Adam(params, lr=lr), torch.optim.Adam(params, lr=lr)
+        self.src, self.dst = g.edge_index.to(device)
+        self.edge_type = g.edge_type.to(device)
+        # sum_r D_r^-1 A_r: 1 / (the head's number of edges of that relation)
+        key = self.dst * R + self.edge_type
+        _, inverse, counts = torch.unique(key, return_inverse=True, return_counts=True)
+        self.A = torch.sparse_coo_tensor(torch.stack([self.dst, self.src]), 1.0 / counts[inverse].float(), (n, n)).coalesce()
+        self.training = True
+        self.cf = BPRSampler(data.train, data.n_items, config["train_batch_size"], seed)
+        heads, rels, tails = self.dst.cpu().numpy(), g.edge_type.numpy(), self.src.cpu().numpy()
+        bs = max(1, len(data.kg) // max(1, len(data.train) // config["train_batch_size"]))
+        self.kg = KGSampler(np.stack([heads, rels, tails], 1), n, R, bs, seed=seed + 1)
+
+    def propagate(self):
+        import torch
+        import torch.nn.functional as F
+        ego, outs = self.emb, [self.emb]
+        for l in range(len(self.sizes) - 1):
+            side = torch.sparse.mm(self.A, ego)
+            ego = F.leaky_relu(self.W1[l](ego + side)) + F.leaky_relu(self.W2[l](ego * side))
+            ego = F.dropout(ego, 0.1, self.training)
             outs.append(F.normalize(ego, dim=1))
         return torch.cat(outs, 1)
 
-    cf = BPRSampler(data.train, data.n_items, config["train_batch_size"], 0)
-    heads, rels, tails = dst.cpu().numpy(), g.edge_type.numpy(), src.cpu().numpy()
-    edge_type = g.edge_type.to(device)
-    bs = max(1, len(data.kg) // max(1, len(data.train) // config["train_batch_size"]))
-    kg = KGSampler(np.stack([heads, rels, tails], 1), n, R, bs, seed=1)
-    n_cf, n_kg = len(cf), len(kg)
+    def cf_phase(self, n_batches: int) -> None:
+        import torch
+        import torch.nn.functional as F
+        data = self.data
+        for _ in range(n_batches):
+            u, p, q = (torch.as_tensor(x, device=self.device) for x in self.cf.sample())
+            rep = self.propagate()
+            ue, pe, qe = rep[u + data.n_entities], rep[p], rep[q]
+            loss = F.softplus((ue * qe).sum(1) - (ue * pe).sum(1)).mean() + 1e-5 * (ue.pow(2).sum() + pe.pow(2).sum() + qe.pow(2).sum()) / 2 / len(u)
+            self.opt_cf.zero_grad()
+            loss.backward()
+            self.opt_cf.step()
+
+    def kg_phase(self, n_batches: int) -> None:
+        import torch
+        import torch.nn.functional as F
+        for _ in range(n_batches):
+            h, r, t, nt = (torch.as_tensor(x, device=self.device) for x in self.kg.sample())
+            W = self.trans_M[r]                                                      # (B, d, k) gathered
+            ph, pt, pn = (torch.bmm(self.emb[x].unsqueeze(1), W).squeeze(1) for x in (h, t, nt))
+            er = self.rel_emb[r]
+            pos, neg = (ph + er - pt).pow(2).sum(1), (ph + er - pn).pow(2).sum(1)
+            loss = F.softplus(pos - neg).mean() + 1e-5 * (ph.pow(2).sum() + er.pow(2).sum() + pt.pow(2).sum() + pn.pow(2).sum()) / 2 / len(h)
+            self.opt_kg.zero_grad()
+            loss.backward()
+            self.opt_kg.step()
+
+    def refresh(self) -> None:
+        """The attention of every edge, per relation, then a softmax over each head's edges."""
+        import torch
+        src, dst, emb, trans_M, rel_emb = self.src, self.dst, self.emb, self.trans_M, self.rel_emb
+        with torch.no_grad():
+            scores = torch.empty(src.numel(), device=self.device)
+            for r in range(self.R):
+                idx = (self.edge_type == r).nonzero().flatten()
+                if idx.numel() == 0:
+                    continue
+                rt = emb[src[idx]] @ trans_M[r]
+                rh = emb[dst[idx]] @ trans_M[r]
+                scores[idx] = (rt * torch.tanh(rh + rel_emb[r])).sum(1)
+            self.A = torch.sparse.softmax(torch.sparse_coo_tensor(torch.stack([dst, src]), scores, (self.n, self.n)),
+                                          dim=1).coalesce()
+
+    def epoch(self) -> None:
+        self.training = True
+        self.cf_phase(len(self.cf))
+        self.kg_phase(len(self.kg))
+        self.refresh()
+
+    def embeddings(self):
+        """``(n_users, D)`` and ``(n_items, D)`` final representations, without dropout (for full ranking)."""
+        import torch
+        self.training = False
+        with torch.no_grad():
+            rep = self.propagate()
+        self.training = True
+        n_ent = self.data.n_entities
+        return rep[n_ent:n_ent + self.data.n_users], rep[:self.data.n_items]
+
+
+def reference_epoch(config, data, batches: int | None, device: str = "cpu") -> dict:
+    """A port-style KGAT epoch (see module docstring); same sizes, batches and losses as ours."""
+    ref = ReferenceKGAT(config, data, device)
+    n_cf, n_kg = len(ref.cf), len(ref.kg)
     run_cf, run_kg = (n_cf, n_kg) if batches is None else (min(batches, n_cf), min(batches, n_kg))
     _sync(device)
     t0 = time.perf_counter()
-    for _ in range(run_cf):
-        u, p, q = (torch.as_tensor(x, device=device) for x in cf.sample())
-        rep = propagate()
-        ue, pe, qe = rep[u + data.n_entities], rep[p], rep[q]
-        loss = F.softplus((ue * qe).sum(1) - (ue * pe).sum(1)).mean() + 1e-5 * (ue.pow(2).sum() + pe.pow(2).sum() + qe.pow(2).sum()) / 2 / len(u)
-        opt_cf.zero_grad()
-        loss.backward()
-        opt_cf.step()
+    ref.cf_phase(run_cf)
     _sync(device)
     t_cf = (time.perf_counter() - t0) * n_cf / run_cf
     t0 = time.perf_counter()
-    for _ in range(run_kg):
-        h, r, t, nt = (torch.as_tensor(x, device=device) for x in kg.sample())
-        W = trans_M[r]                                                           # (B, d, k) gathered
-        ph, pt, pn = (torch.bmm(emb[x].unsqueeze(1), W).squeeze(1) for x in (h, t, nt))
-        er = rel_emb[r]
-        pos, neg = (ph + er - pt).pow(2).sum(1), (ph + er - pn).pow(2).sum(1)
-        loss = F.softplus(pos - neg).mean() + 1e-5 * (ph.pow(2).sum() + er.pow(2).sum() + pt.pow(2).sum() + pn.pow(2).sum()) / 2 / len(h)
-        opt_kg.zero_grad()
-        loss.backward()
-        opt_kg.step()
+    ref.kg_phase(run_kg)
     _sync(device)
     t_kg = (time.perf_counter() - t0) * n_kg / run_kg
     t0 = time.perf_counter()
-    with torch.no_grad():
-        scores = torch.empty(src.numel(), device=device)
-        for r in range(R):
-            idx = (edge_type == r).nonzero().flatten()
-            if idx.numel() == 0:
-                continue
-            rt = emb[src[idx]] @ trans_M[r]
-            rh = emb[dst[idx]] @ trans_M[r]
-            scores[idx] = (rt * torch.tanh(rh + rel_emb[r])).sum(1)
-        A = torch.sparse.softmax(torch.sparse_coo_tensor(torch.stack([dst, src]), scores, (n, n)), dim=1).coalesce()
+    ref.refresh()
     _sync(device)
     t_ref = time.perf_counter() - t0
     return {"cf": t_cf, "kg": t_kg, "refresh": t_ref, "n_cf_batches": n_cf, "n_kg_batches": n_kg}

@@ -9,6 +9,11 @@ With several processes (:meth:`shard`) every rank draws the same global batch fr
 its contiguous share: the ranks' shares together are exactly the batch a single process draws with that seed, so
 a data-parallel run sees the batches of the one-process run (and a checkpoint's generator state serves any number
 of processes).
+
+``BPRSampler(..., mode="interaction")`` is RecBole's training protocol instead (``TrainDataLoader`` with uniform
+negative sampling): every epoch visits each training interaction once, in a fresh random order, cut into batches of
+``batch_size`` consecutive interactions (the last one shorter), each with one negative drawn uniformly from the
+items the user has not interacted with in training. The default ``mode="user"`` is the official KGAT sampler.
 """
 from __future__ import annotations
 
@@ -22,12 +27,22 @@ from graphattn.training.runtime import generator_state, set_generator_state
 class _PairSet:
     """Membership test for integer pairs through sorted 64-bit keys (no Python sets over millions of pairs)."""
 
+    DENSE_MAX = 1 << 24   # key ranges up to this size also get a boolean table: O(1) look-ups (16 MB at most)
+
     def __init__(self, a: np.ndarray, b: np.ndarray, b_size: int):
         self.b_size = int(b_size)
         self.keys = np.unique(a.astype(np.int64) * self.b_size + b.astype(np.int64))
+        self.dense = None
+        n_keys = int(self.keys[-1]) + 1 if len(self.keys) else 0
+        if 0 < n_keys <= self.DENSE_MAX:   # the same answers as the sorted keys, without a binary search
+            self.dense = np.zeros(n_keys, dtype=bool)
+            self.dense[self.keys] = True
 
     def contains(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         q = a.astype(np.int64) * self.b_size + b.astype(np.int64)
+        if self.dense is not None:
+            inside = (q >= 0) & (q < len(self.dense))
+            return np.where(inside, self.dense[np.where(inside, q, 0)], False)
         pos = np.searchsorted(self.keys, q)
         pos = np.minimum(pos, len(self.keys) - 1)
         return self.keys[pos] == q if len(self.keys) else np.zeros(len(q), dtype=bool)
@@ -77,7 +92,7 @@ class _Sharded:
         batch = self.sample()
         if self.world_size == 1:
             return batch
-        size = self.batch_size // self.world_size
+        size = len(batch[0]) // self.world_size   # the batch size, but for RecBole's shorter last batch
         return tuple(a[self.rank * size:(self.rank + 1) * size] for a in batch)
 
     def __iter__(self):
@@ -92,11 +107,24 @@ class BPRSampler(_Sharded):
     uniformly from the user's training items and one negative uniformly from the items the user has not
     interacted with in training. An epoch has ``n_batches`` batches (default ``n_train // batch_size + 1``, as in
     the official code).
+
+    ``mode="interaction"`` (RecBole's protocol, see the module docstring): each epoch is one pass over the
+    training interactions in a fresh random order, ``ceil(n_train / batch_size)`` batches, so users weigh by
+    their number of interactions; the negatives are drawn as above. ``n_batches`` does not apply.
     """
 
-    def __init__(self, train: np.ndarray, n_items: int, batch_size: int, seed: int = 0, n_batches: int | None = None):
+    MODES = ("user", "interaction")
+
+    def __init__(self, train: np.ndarray, n_items: int, batch_size: int, seed: int = 0, n_batches: int | None = None,
+                 mode: str = "user"):
         if len(train) == 0:
             raise ValueError("the training split is empty: nothing to sample")
+        if mode not in self.MODES:
+            raise ValueError(f"cf_sampling: expected one of {', '.join(self.MODES)}, got {mode!r}")
+        if mode == "interaction" and n_batches is not None:
+            raise ValueError("n_batches does not apply to mode='interaction' (an epoch is one pass over the interactions)")
+        self.mode = mode
+        self.order, self.cursor = None, 0   # interaction mode: this epoch's order of the training rows, next row
         order = np.lexsort((train[:, 1], train[:, 0]))
         self.users_of, self.items = train[order, 0], train[order, 1]
         self.exist_users, self.start, self.count = np.unique(self.users_of, return_index=True, return_counts=True)
@@ -106,10 +134,25 @@ class BPRSampler(_Sharded):
         self.n_batches = n_batches
 
     def __len__(self) -> int:
+        if self.mode == "interaction":
+            return -(-self.n_train // self.batch_size)
         return self.n_train // self.batch_size + 1 if self.n_batches is None else self.n_batches
+
+    def _next_interactions(self) -> tuple[np.ndarray, np.ndarray]:
+        """RecBole's order: the next ``batch_size`` rows of this epoch's permutation (a new one when it is used up)."""
+        if self.order is None or self.cursor >= self.n_train:
+            self.order, self.cursor = self.rng.permutation(self.n_train), 0
+        rows = self.order[self.cursor:self.cursor + self.batch_size]
+        self.cursor += len(rows)
+        return self.users_of[rows], self.items[rows]
 
     def sample(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rng = self.rng
+        if self.mode == "interaction":
+            users, pos = self._next_interactions()
+            neg = _rejection(lambda k: rng.integers(0, self.n_items, k),
+                             lambda idx, cand: self.seen.contains(users[idx], cand), len(users), rng)
+            return users, pos, neg
         n = len(self.exist_users)
         if self.batch_size <= n:
             rows = rng.choice(n, self.batch_size, replace=False)
@@ -122,11 +165,20 @@ class BPRSampler(_Sharded):
         return users, pos, neg
 
     def state_dict(self) -> dict:
-        """The random generator's state (what a resumed run needs to draw the same batches)."""
-        return {"rng": generator_state(self.rng)}
+        """The random generator's state (what a resumed run needs to draw the same batches); in interaction mode
+        also the epoch's order and position."""
+        state = {"rng": generator_state(self.rng)}
+        if self.mode == "interaction":
+            state["order"] = None if self.order is None else self.order.tolist()
+            state["cursor"] = self.cursor
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         set_generator_state(self.rng, state["rng"])
+        if self.mode == "interaction":
+            order = state.get("order")
+            self.order = None if order is None else np.asarray(order, dtype=np.int64)
+            self.cursor = int(state.get("cursor", 0))
 
 
 class KGSampler(_Sharded):
