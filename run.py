@@ -88,6 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:   # run.py serve --run saved/<run folder> | --app chm-corr (recsys/serve.py)
+        from recsys.serve import main as serve_main
+        return serve_main(argv[1:])
     parser = build_parser()
     try:
         args, rest = parser.parse_known_args(None if argv is None else list(argv))

@@ -31,6 +31,8 @@ setup(
         "fast-tsp>=0.2.2,<0.3",  # TSP labels for n > 12 (sequence/data/tsp.py); MIT licence
         "fastapi>=0.110,<1",  # CHM-Corr++ web page (vision/chm_corr/app.py)
         "uvicorn>=0.29,<1",  # serves it: python -m vision.chm_corr.serve
+        "httptools>=0.6,<1",  # uvicorn's C HTTP parser: run.py serve (recsys/serve.py) at ~1.5x h11's rate
+        "tensorboard>=2.14,<3",  # log_tensorboard: true (graphattn/training/trainer.py, torch.utils.tensorboard)
     ],
     # recbole (only for its bundled ml-100k atomic files, the offline default dataset) is installed by the
     # Makefile with --no-deps:

@@ -70,16 +70,20 @@ def embeddings(model) -> tuple[torch.Tensor, torch.Tensor]:
     return user_emb.detach().float().cpu(), item_emb.detach().float().cpu()
 
 
-def export_index(model, data, path: str | os.PathLike, index: str = "Flat") -> Path:
+def export_index(model, data, path: str | os.PathLike, index: str = "Flat", faiss_params: str | None = None,
+                 shards: int | None = None) -> Path:
     """Write the model's item embeddings as a faiss inner-product index (atomically); returns the path.
 
     Args:
-        index: faiss factory string (``Flat`` exact, ``HNSW32``, ``IVF64,Flat``, ...).
+        index: faiss factory string (``Flat`` exact, ``HNSW32``, ``IVF64,Flat``, ``IVF256,PQ16``,
+            ``Shards4,Flat``, ...).
+        faiss_params: e.g. ``"nprobe=16"`` (kept in the saved index), ``shards``: contiguous item-id ranges
+            with one index each (saved as an ``.npz`` of the shards).
     """
     _, item_emb = embeddings(model)
     if item_emb.shape[0] != data.n_items:
         raise ValueError(f"model has {item_emb.shape[0]} item embeddings, dataset '{data.name}' has {data.n_items} items")
-    return Retriever(item_emb, backend="faiss", index=index).save(path)
+    return Retriever(item_emb, backend="faiss", index=index, faiss_params=faiss_params, shards=shards).save(path)
 
 
 class Recommender:
@@ -90,10 +94,12 @@ class Recommender:
         backend: ``"faiss"`` or ``"exact"``.
         index: faiss factory string when the index is built here.
         index_path: a saved index (from :func:`export_index`) to load instead of building one.
+        faiss_params, shards: for an index built here (see :class:`recsys.evaluation.Retriever`).
     """
 
     def __init__(self, model, data, backend: str = "faiss", index: str = "Flat",
-                 index_path: str | os.PathLike | None = None, config: Config | None = None):
+                 index_path: str | os.PathLike | None = None, config: Config | None = None,
+                 faiss_params: str | None = None, shards: int | None = None):
         self.model, self.data, self.config = model, data, config
         self.user_emb, item_emb = embeddings(model)
         if self.user_emb.shape[0] != data.n_users:
@@ -105,13 +111,16 @@ class Recommender:
             if self.retriever.n_items != data.n_items:
                 raise ValueError(f"{index_path}: index holds {self.retriever.n_items} items, dataset has {data.n_items}")
         else:
-            self.retriever = Retriever(item_emb, backend=backend, index=index, user_emb=self.user_emb)
+            self.retriever = Retriever(item_emb, backend=backend, index=index, user_emb=self.user_emb,
+                                       faiss_params=faiss_params, shards=shards)
 
     @classmethod
     def from_run(cls, run_folder: str | os.PathLike, backend: str = "faiss", index: str = "Flat",
-                 index_path: str | os.PathLike | None = None, checkpoint: str = "best.pt") -> "Recommender":
+                 index_path: str | os.PathLike | None = None, checkpoint: str = "best.pt",
+                 faiss_params: str | None = None, shards: int | None = None) -> "Recommender":
         model, data, config = load_run(run_folder, checkpoint=checkpoint)
-        return cls(model, data, backend=backend, index=index, index_path=index_path, config=config)
+        return cls(model, data, backend=backend, index=index, index_path=index_path, config=config,
+                   faiss_params=faiss_params, shards=shards)
 
     def recommend(self, user_ids, k: int = 10, exclude_train: bool = True,
                   ids: str = "raw") -> tuple[np.ndarray, np.ndarray]:

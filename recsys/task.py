@@ -42,7 +42,8 @@ def load_data(config: Mapping):
 
 def build_evaluator(config: Mapping) -> FullRankEvaluator:
     return FullRankEvaluator(topk=config["topk"], metrics=config["metrics"], backend=config["eval_backend"],
-                             faiss_index=config["faiss_index"], chunk_size=config["eval_batch_size"])
+                             faiss_index=config["faiss_index"], chunk_size=config["eval_batch_size"],
+                             faiss_shards=config["faiss_shards"], faiss_params=config["faiss_params"])
 
 
 def rank_metrics(config: Mapping) -> list[str]:

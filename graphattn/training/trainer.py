@@ -8,7 +8,13 @@ and after the last one the validation split is evaluated; the best epoch by the 
 generators). After early stopping or the last epoch the best weights are reloaded and tested.
 
 Config keys (defaults in ``graphattn/overall.yaml``): epochs, eval_step, stopping_step, best_on_tie, optimizer,
-learning_rate, weight_decay, momentum, scheduler, warmup_epochs, grad_clip, show_progress, device, resume.
+learning_rate, weight_decay, momentum, scheduler, warmup_epochs, grad_clip, show_progress, device, resume,
+log_tensorboard.
+
+TensorBoard (``log_tensorboard: true``): every epoch's losses (``train/<name>``), learning rate (``learning_rate``),
+every evaluation metric (``<split>/<metric>``, e.g. ``valid/recall@20``) and the test metrics (``test/<metric>`` at
+the best epoch) are also written as scalars, x = epoch, into the run folder (``tensorboard --logdir saved``); a
+resumed run purges the events its predecessor wrote after the epoch it resumes from.
 
 Several processes (``torchrun``; :mod:`graphattn.training.distributed`): when a process group is initialised, the
 loss of every step goes through :class:`~torch.nn.parallel.DistributedDataParallel`, which averages the
@@ -132,6 +138,15 @@ class Trainer:
         self.epoch = 0          # completed epochs
         self.step = 0           # optimiser steps taken
         self.best_epoch: int | None = None
+        # TensorBoard event file in the run folder (log_tensorboard; rank 0 only), opened at the first scalar
+        self.log_tensorboard = bool(config.get("log_tensorboard", False))
+        self._tensorboard = None
+        if self.log_tensorboard:
+            try:   # fail before the first epoch, not after it
+                import torch.utils.tensorboard  # noqa: F401
+            except ImportError as exc:
+                raise ValueError(f"log_tensorboard: true needs the tensorboard package (pip install tensorboard): "
+                                 f"{exc}") from None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], run: RunDir | None = None) -> Trainer:
@@ -284,6 +299,7 @@ class Trainer:
                 logs = self.train_epoch()
                 epoch = self.epoch
                 self.run.log_train(epoch, **logs)
+                self._scalars("train", logs, epoch)
                 if epoch % self.eval_step == 0 or epoch == self.epochs:
                     t0 = time.perf_counter()
                     result = self.evaluate(split)
@@ -291,6 +307,7 @@ class Trainer:
                     if metric not in result:
                         raise ValueError(f"valid_metric '{metric}' is not computed; available: {sorted(result)}")
                     self.run.log_metrics(epoch, split, result)
+                    self._scalars(split, result, epoch)
                     if self.stopper.step(result[metric]):
                         self.best_epoch = epoch
                         if distributed.is_main():
@@ -316,10 +333,40 @@ class Trainer:
             self.log.info("testing the best epoch %d (%s = %.4f)", best["epoch"], best["metric"], best["value"])
         result = self.evaluate("test")
         self.run.log_test(result)
+        self._scalars("test", result, self.best_epoch if self.best_epoch is not None else self.epoch)
         self.run.plot_curves()
         return result
 
     def fit(self) -> dict[str, float]:
         """:meth:`train`, then :meth:`test`; returns the test metrics of the best epoch."""
-        self.train()
-        return self.test()
+        try:
+            self.train()
+            return self.test()
+        finally:
+            self.close()
+
+    # ------------------------------------------------------------------ TensorBoard
+
+    def _scalars(self, prefix: str, values: Mapping[str, Any], step: int) -> None:
+        """Write the numbers of ``values`` as TensorBoard scalars ``<prefix>/<name>`` at ``step`` (when
+        ``log_tensorboard`` is on, on rank 0, for a run with a folder); the learning rate as ``learning_rate``."""
+        if not self.log_tensorboard or self.run.path is None or not distributed.is_main():
+            return
+        if self._tensorboard is None:
+            from torch.utils.tensorboard import SummaryWriter   # needs the tensorboard package (setup.py)
+
+            # resumed after epoch N: hide what an interrupted predecessor wrote for epochs > N
+            self._tensorboard = SummaryWriter(log_dir=str(self.run.path),
+                                              purge_step=step if step > 1 and prefix == "train" else None)
+        for name, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            tag = "learning_rate" if prefix == "train" and name == "lr" else f"{prefix}/{name}"
+            self._tensorboard.add_scalar(tag, float(value), int(step))
+        self._tensorboard.flush()
+
+    def close(self) -> None:
+        """Close the TensorBoard event file, if one is open (:meth:`fit` does this at its end)."""
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+            self._tensorboard = None

@@ -1,8 +1,12 @@
 """Fetching dataset files: resumable HTTP download with verification, and a zip extractor that refuses
 members escaping the target directory.
 
-Integrity: a published sha256 is checked when given; otherwise the hash of the first complete download is
-recorded in ``<cache>/SHA256SUMS`` and later downloads / uses are checked against it.
+Integrity: published checksums are checked when given: the git blob id (``git_sha1``, the sha1 of
+``b"blob <size>\0" + bytes``, what ``git hash-object`` prints and what a GitHub repository lists for each
+file) and / or a sha256. A file with no published checksum falls back to trust on first use: the sha256 of
+its first complete download is recorded in ``<cache>/SHA256SUMS`` and later downloads / uses are checked
+against it. A download that does not verify is deleted, with one line naming the file, the URL and the
+expected and actual hashes.
 """
 from __future__ import annotations
 
@@ -35,11 +39,24 @@ class DownloadError(FileNotFoundError):
 
 
 def sha256_of(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
+    return hashes_of(path)["sha256"]
+
+
+def git_blob_sha1(path: str | os.PathLike) -> str:
+    """The git blob id of a file: sha1 of ``b"blob <size>\0"`` + its bytes (``git hash-object <path>``)."""
+    return hashes_of(path)["git_sha1"]
+
+
+def hashes_of(path: str | os.PathLike) -> dict[str, str]:
+    """``{"sha256": ..., "git_sha1": ...}`` of a file, read once."""
+    path = Path(path)
+    h256, h1 = hashlib.sha256(), hashlib.sha1()
+    h1.update(b"blob %d\0" % path.stat().st_size)
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
+            h256.update(block)
+            h1.update(block)
+    return {"sha256": h256.hexdigest(), "git_sha1": h1.hexdigest()}
 
 
 def read_sums(directory: str | os.PathLike) -> dict[str, str]:
@@ -66,32 +83,36 @@ def record_sum(directory: str | os.PathLike, filename: str, digest: str) -> None
     atomic_write_bytes(directory / SUMS_FILE, text.encode())
 
 
-def verify(path: str | os.PathLike, sha256: str | None = None, expected_size: int | None = None) -> str:
-    """Check size and hash of a complete file; returns its sha256. Raises ``ValueError`` on mismatch."""
+def verify(path: str | os.PathLike, sha256: str | None = None, expected_size: int | None = None,
+           git_sha1: str | None = None) -> str:
+    """Check size and hashes of a complete file; returns its sha256. Raises ``ValueError`` on mismatch."""
     path = Path(path)
     if expected_size is not None and path.stat().st_size != expected_size:
         raise ValueError(f"{path}: expected {expected_size} bytes, got {path.stat().st_size}; delete it and "
                          "download again")
-    digest = sha256_of(path)
-    if sha256 is not None and digest != sha256.lower():
-        raise ValueError(f"{path}: sha256 mismatch, expected {sha256}, got {digest}; the file is corrupt or "
-                         "was changed upstream; delete it and download again")
-    return digest
+    got = hashes_of(path)
+    for kind, want in (("git_sha1", git_sha1), ("sha256", sha256)):
+        if want is not None and got[kind] != want.strip().lower():
+            name = "git blob sha1" if kind == "git_sha1" else "sha256"
+            raise ValueError(f"{path}: {name} mismatch, expected {want.strip().lower()}, got {got[kind]}; the file "
+                             "is corrupt or was changed upstream; delete it and download again")
+    return got["sha256"]
 
 
 def download(url: str, dest: str | os.PathLike, sha256: str | None = None, expected_size: int | None = None,
-             *, timeout: float = 60.0, show_progress: bool = True) -> Path:
+             *, git_sha1: str | None = None, timeout: float = 60.0, show_progress: bool = True) -> Path:
     """Download ``url`` to ``dest`` (resuming ``dest.part`` with an HTTP Range request), verify, rename.
 
-    Without ``sha256`` the digest recorded in ``dest.parent/SHA256SUMS`` (if any) is used, and the first
+    ``git_sha1`` / ``sha256``: published checksums (see the module docstring); every one given is checked.
+    Without either, the digest recorded in ``dest.parent/SHA256SUMS`` (if any) is used, and the first
     download records one. An existing ``dest`` is verified and returned without network access.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    recorded = read_sums(dest.parent).get(dest.name)
-    want = sha256 or recorded
+    published = sha256 is not None or git_sha1 is not None
+    want = sha256 if published else read_sums(dest.parent).get(dest.name)
     if dest.exists():
-        verify(dest, want, expected_size)
+        verify(dest, want, expected_size, git_sha1)
         return dest
     part = dest.with_name(dest.name + ".part")
     have = part.stat().st_size if part.exists() else 0
@@ -132,15 +153,16 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, expec
             if total is not None and got < total:
                 raise _offline_error(url, dest, f"connection closed after {got} of {total} bytes", partial=part)
     try:
-        digest = verify(part, want, expected_size)
+        digest = verify(part, want, expected_size, git_sha1)
     except ValueError as exc:
         part.unlink(missing_ok=True)  # never kept, never resumed: the next call starts clean
         reason = str(exc).removeprefix(f"{part}: ").split(";")[0]
+        fix = ("the published checksum is in recsys/data/registry.py" if published else
+               f"remove its line from {dest.parent / SUMS_FILE} to accept the new version")
         raise ValueError(f"{dest}: the file downloaded from {url} does not verify ({reason}); it was deleted. "
-                         "Try again; if it persists the file changed upstream (remove its line from "
-                         f"{dest.parent / SUMS_FILE} to accept the new version)") from None
+                         f"Try again; if it persists the file changed upstream ({fix})") from None
     os.replace(part, dest)
-    if want is None:
+    if want is None and not published:
         record_sum(dest.parent, dest.name, digest)
         log.info("recorded sha256 %s for %s in %s", digest, dest.name, dest.parent / SUMS_FILE)
     return dest

@@ -8,13 +8,14 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import urllib.error
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from .atomic import load_atomic
 from .dataset import RecDataset
-from .download import download, safe_unzip
+from .download import DownloadError, download, safe_unzip
 from .kgat_format import load_kgat
 from .synthetic import load_planted_kg
 
@@ -24,6 +25,27 @@ KGAT_BASE = "https://raw.githubusercontent.com/xiangwang1223/knowledge_graph_att
 KGAT_FILES = ("train.txt", "test.txt", "kg_final.txt.zip")
 KGAT_OPTIONAL = ("user_list.txt", "item_list.txt", "entity_list.txt", "relation_list.txt")
 KGAT_DATASETS = ("amazon-book", "last-fm", "yelp2018")
+# Published checksums of the KGAT repository's files: git blob id (sha1 of b"blob <size>\0" + bytes, as listed
+# by the repository) and sha256 where one was at hand (issue #18). Keyed by URL, so a file fetched from
+# anywhere else (a mirror, a test server) falls back to trust on first use (SHA256SUMS).
+KGAT_CHECKSUMS = {KGAT_BASE.format(name=name) + file: sums for name, files in {
+    "amazon-book": {
+        "train.txt": {"git_sha1": "af17875a232fbcf27f08270c77fecefe9e4d9806",
+                      "sha256": "4d10106bb06a77e11df660429903c0067aeb85b86431807836b0d8b7edc30c38"},
+        "test.txt": {"git_sha1": "2b34f222772f224522740242b09ae2e48b395410",
+                     "sha256": "f47eff9d35fb95c07d74251a991478a84095ce6c5969b0dafcb4afe99fc716ec"},
+        "kg_final.txt.zip": {"git_sha1": "7eedb0ed50a9bae8a89ef2193b3a9fb1bf9ed03e"}},
+    "last-fm": {
+        "train.txt": {"git_sha1": "905779bf273225caa33049cef2b6cf9b923bd139"},
+        "test.txt": {"git_sha1": "ae3e3402405895b0866be03746d547bd701f6888",
+                     "sha256": "bb79750f3a034e5ce5bc4aa8541cdc9d456ea51158f0059f84167942bd9837b2"},
+        "kg_final.txt": {"git_sha1": "42d2726e067d743bf73891a7ff8caddb5c1adf84"}},   # not zipped there
+    "yelp2018": {
+        "train.txt": {"git_sha1": "c834b6e61cbb6a716b039367f3ddd711ca3a2483"},
+        "test.txt": {"git_sha1": "c6564bd93b5ecf6836b4fc5cf5508fc367b91b76",
+                     "sha256": "ad1034bf609176893abcce4b7b9266d9f02fcc05e13966aa078b432df02a78f0"},
+        "kg_final.txt.zip": {"git_sha1": "9a11bad2806d43f613787f000d8d826f3bc91767"}},
+}.items() for file, sums in files.items()}
 
 
 def data_root(config: Mapping[str, Any] | None = None) -> Path:
@@ -55,12 +77,19 @@ def fetch_kgat(name: str, config: Mapping[str, Any] | None = None, show_progress
     folder.mkdir(parents=True, exist_ok=True)
     base = KGAT_BASE.format(name=name)
     first_use = not all((folder / f).exists() for f in ("train.txt", "test.txt", "kg_final.txt"))
+    def fetch(f: str) -> Path:  # verified against the published checksums of its URL, if any
+        return download(base + f, folder / f, show_progress=show_progress, **KGAT_CHECKSUMS.get(base + f, {}))
+
     try:
         if not (folder / "kg_final.txt").exists():
-            safe_unzip(download(base + "kg_final.txt.zip", folder / "kg_final.txt.zip",
-                                show_progress=show_progress), folder)
+            try:
+                safe_unzip(fetch("kg_final.txt.zip"), folder)
+            except DownloadError as e:  # last-fm's KG is not zipped in the KGAT repository
+                if not (isinstance(e.__cause__, urllib.error.HTTPError) and e.__cause__.code == 404):
+                    raise
+                fetch("kg_final.txt")
         for f in ("train.txt", "test.txt"):
-            download(base + f, folder / f, show_progress=show_progress)
+            fetch(f)
     except (OSError, ValueError):
         if created and not any(folder.iterdir()):
             folder.rmdir()  # a failed first fetch leaves no empty dataset folder behind

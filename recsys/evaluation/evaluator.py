@@ -4,8 +4,10 @@ top ``max(topk)`` and compute metrics against the ground truth.
 Two backends give one result:
 
 - ``exact``: chunked ``user_emb @ item_emb.T`` in torch (float32) and ``torch.topk``;
-- ``faiss``: an inner-product index over the items (``Flat`` = exact; ``HNSW32``, ``IVF<n>,Flat``
-  approximate), searched for ``k + (most items excluded for a user of the chunk)`` candidates.
+- ``faiss``: an inner-product index over the items (``Flat`` = exact; ``HNSW32``, ``IVF<n>,Flat``,
+  ``IVF<n>,PQ<m>`` approximate; any of them sharded over contiguous item-id ranges with ``Shards<S>,<spec>``
+  or ``faiss_shards=S``, see :mod:`.indexes`), searched for ``k + (most items excluded for a user of the
+  chunk)`` candidates.
 
 Both re-score their candidates in float64 and order them by (score desc, item id asc), and fetch a few
 spare candidates, so float32 rounding and ties cannot make the exact and ``Flat`` backends disagree.
@@ -25,6 +27,7 @@ import torch
 
 from graphattn.training.distributed import all_gather_object
 
+from .indexes import _np32, build_faiss_index, split_shards
 from .metrics import check_metric_names, compute_metrics
 
 SPARE = 8  # candidates fetched beyond k so the float64 re-ranking sees past float32 near-ties
@@ -102,29 +105,6 @@ def _masked_topk(scores: torch.Tensor, excl: sp.csr_matrix, n: int,
     return idx, val > -np.inf
 
 
-def build_faiss_index(item_emb: torch.Tensor | np.ndarray, index: str = "Flat",
-                      params: str | None = None) -> Any:
-    """An inner-product faiss index over item embeddings (``index`` is a faiss factory string)."""
-    try:
-        import faiss
-    except ImportError as e:  # optional dependency
-        raise ImportError("the faiss backend needs faiss: pip install faiss-cpu (or faiss-gpu)") from e
-    x = np.ascontiguousarray(_np32(item_emb))
-    idx = faiss.index_factory(x.shape[1], index, faiss.METRIC_INNER_PRODUCT)
-    if not idx.is_trained:
-        idx.train(x)
-    idx.add(x)
-    if params:
-        faiss.ParameterSpace().set_index_parameters(idx, params)
-    return idx
-
-
-def _np32(x: torch.Tensor | np.ndarray) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().to("cpu", torch.float32).numpy()
-    return np.asarray(x, dtype=np.float32)
-
-
 def faiss_candidates(index: Any, user_emb: torch.Tensor | np.ndarray, excl: sp.csr_matrix,
                      n: int, n_items: int) -> tuple[np.ndarray, np.ndarray]:
     """Search ``n + max excluded`` per row, drop excluded / missing ids (vectorised)."""
@@ -145,13 +125,15 @@ class FullRankEvaluator:
         backend: ``"exact"`` or ``"faiss"``.
         faiss_index: faiss factory string: ``"Flat"`` (exact), ``"HNSW32"``, ``"IVF64,Flat"``, ...
         faiss_params: faiss parameter string applied after building, e.g. ``"nprobe=16"``, ``"efSearch=128"``.
+        faiss_shards: cut the items into this many contiguous id ranges, one index each, searched together
+            (``faiss.IndexShards``); the same as prefixing ``faiss_index`` with ``Shards<S>,``.
         chunk_size: users scored at once.
         show_progress: tqdm bar over chunks.
     """
 
     def __init__(self, topk: Sequence[int] = (20,), metrics: Sequence[str] = ("recall", "ndcg"),
                  backend: str = "exact", faiss_index: str = "Flat", chunk_size: int = 1024,
-                 show_progress: bool = False, faiss_params: str | None = None) -> None:
+                 show_progress: bool = False, faiss_params: str | None = None, faiss_shards: int = 1) -> None:
         self.topk = sorted({int(k) for k in ([topk] if isinstance(topk, int) else topk)})
         if not self.topk or self.topk[0] < 1:
             raise ValueError(f"topk must be a non-empty list of positive ints, got {topk!r}")
@@ -160,6 +142,7 @@ class FullRankEvaluator:
             raise ValueError(f"backend must be 'exact' or 'faiss', got {backend!r}")
         self.backend, self.faiss_index, self.faiss_params = backend, faiss_index, faiss_params
         self.chunk_size, self.show_progress = int(chunk_size), show_progress
+        self.faiss_shards = split_shards(faiss_index, faiss_shards)[1]  # checks the string and the count early
 
     # ---- ranking -------------------------------------------------------------------------------
     def _users(self, ground_truth: sp.csr_matrix, users: np.ndarray | None) -> np.ndarray:
@@ -183,8 +166,8 @@ class FullRankEvaluator:
         backend = backend or self.backend
         n_users, n_items = user_emb.shape[0], item_emb.shape[0]
         excl = merge_exclude(exclude, (n_users, n_items))
-        index = build_faiss_index(item_emb, faiss_index or self.faiss_index, self.faiss_params) \
-            if backend == "faiss" else None
+        index = build_faiss_index(item_emb, faiss_index or self.faiss_index, self.faiss_params,
+                                  None if faiss_index else self.faiss_shards) if backend == "faiss" else None
         users = np.asarray(users, np.int64)
         out = np.full((len(users), k), -1, np.int64)
         pos = 0

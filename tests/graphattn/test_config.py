@@ -17,7 +17,7 @@ def test_core_overall_keys_and_comments():
         "weight_decay": 0.0, "train_batch_size": 1024, "eval_batch_size": 4096, "eval_step": 1,
         "stopping_step": 10, "best_on_tie": "first", "checkpoint_dir": "saved", "show_progress": True, "resume": None,
         "log_level": "INFO", "num_threads": 0, "optimizer": "adam", "momentum": 0.9, "scheduler": "none",
-        "warmup_epochs": 0, "grad_clip": 0.0,
+        "warmup_epochs": 0, "grad_clip": 0.0, "log_tensorboard": False,
     }
     assert data == expected
     for line in text.splitlines():
