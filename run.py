@@ -5,6 +5,10 @@
 Config layers (later wins): graphattn/overall.yaml < the task's overall.yaml < model/<Model>.yaml
 < dataset/<name>.yaml < --config_files < --key=value. The run's folder is printed as the last line.
 
+Serve a trained recommender over HTTP, or the CHM-Corr++ page (recsys/serve.py):
+
+    python run.py serve --run saved/<run folder> [--port 8000]      python run.py serve --app chm-corr
+
 Several processes, one or more machines (data-parallel; see docs/scale.md):
 
     torchrun --nproc_per_node=4 run.py --model KGAT --dataset ml-100k
