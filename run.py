@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", required=True, help="registered dataset name (or a directory, where the task reads one)")
     parser.add_argument("--config_files", nargs="+", default=[], metavar="FILE", help="YAML files applied in order after the defaults")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error in the data or the model")
+    search = parser.add_argument_group("hyperparameter search (Optuna; graphattn/search.py)")
+    search.add_argument("--search", metavar="FILE", help="search space YAML, e.g. recsys/search/KGAT.yaml: run a study of many runs")
+    search.add_argument("--trials", type=int, metavar="N", help="finished trials the study should hold (default 30); a rerun continues")
+    search.add_argument("--storage", metavar="URL", help="Optuna storage, e.g. sqlite:///study.db (default: study.db in the study folder)")
+    search.add_argument("--study-name", dest="study_name", metavar="NAME", help="study name (default <model>-<dataset>-<search file>)")
     return parser
 
 
@@ -101,6 +106,13 @@ def _main(argv: Sequence[str] | None) -> int:
         args, rest = parser.parse_known_args(None if argv is None else list(argv))
     except SystemExit as exc:  # --help, or argparse's own usage error (exit 2)
         return int(exc.code or 0)
+
+    if args.search is not None or args.trials is not None or args.storage or args.study_name:
+        from graphattn import search   # imports optuna only when asked for
+        try:
+            return search.main(args, parse_cli_overrides(rest))
+        except USER_ERRORS as exc:
+            return _error(exc)
 
     try:
         overrides = parse_cli_overrides(rest)

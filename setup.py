@@ -33,6 +33,7 @@ setup(
         "uvicorn>=0.29,<1",  # serves it: python -m vision.chm_corr.serve
         "httptools>=0.6,<1",  # uvicorn's C HTTP parser: run.py serve (recsys/serve.py) at ~1.5x h11's rate
         "tensorboard>=2.14,<3",  # log_tensorboard: true (graphattn/training/trainer.py, torch.utils.tensorboard)
+        "optuna>=3.6,<5",  # hyperparameter search: run.py --search (graphattn/search.py); tested with 4.9
     ],
     # recbole (only for its bundled ml-100k atomic files, the offline default dataset) is installed by the
     # Makefile with --no-deps:

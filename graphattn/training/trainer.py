@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -147,6 +147,8 @@ class Trainer:
             except ImportError as exc:
                 raise ValueError(f"log_tensorboard: true needs the tensorboard package (pip install tensorboard): "
                                  f"{exc}") from None
+        # optional callback(epoch, metrics) after each validation evaluation (a search's pruner); it may raise to stop
+        self.on_evaluation: Callable[[int, dict[str, float]], None] | None = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], run: RunDir | None = None) -> Trainer:
@@ -313,6 +315,8 @@ class Trainer:
                         if distributed.is_main():
                             self.run.save_checkpoint({"model": self.model.state_dict(), "epoch": epoch,
                                                       "metric": metric, "value": float(result[metric])}, "best.pt")
+                    if self.on_evaluation is not None:
+                        self.on_evaluation(epoch, result)
                 if distributed.is_main():
                     self.run.save_checkpoint(self.state_dict(), "last.pt")
                 if self.stopper.should_stop:
