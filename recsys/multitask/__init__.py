@@ -1,7 +1,7 @@
 """Multi-task ranking (task ``multitask``): INFNet and its baselines on impression data with categorical
 fields, behaviour sequences and several binary labels.
 
-Models: ``INFNet``, ``SharedBottom``, ``MMoE``. Datasets: ``ml-100k-mtl`` (offline default, from recbole's
+Models: ``INFNet``, ``SharedBottom``, ``MMoE``, ``TargetAttention`` (DIN-style diagnostic). Datasets: ``ml-100k-mtl`` (offline default, from recbole's
 bundled ml-100k), ``mtl-synthetic`` (the INFNet spec's three-task generator), ``kuairand-pure`` and
 ``qb-video`` (files put in place by the user), or ``--dataset <folder>`` with FuxiCTR-style CSVs.
 """
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from graphattn.registry import register_dataset, register_task
 
-from . import infnet, mmoe, shared_bottom  # noqa: F401  (register the models)
+from . import infnet, mmoe, shared_bottom, target_attention  # noqa: F401  (register the models)
 from .data import (load_kuairand_config, load_ml100k_mtl_config, load_qb_video_config,
                    load_synthetic_config)
 from .task import MultiTaskTask

@@ -1,6 +1,6 @@
 """What every multi-task ranking model shares: field embeddings, MLPs and the summed-BCE loss.
 
-Config keys read here (defaults in ``recsys/multitask/overall.yaml``): ``embedding_size``,
+Config keys read here (defaults in ``recsys/multitask/overall.yaml``): ``embedding_size``, ``embedding_init_std``,
 ``tower_hidden``, ``dropout``, ``task_weights``.
 """
 from __future__ import annotations

@@ -40,7 +40,7 @@ __all__ = [
     "MultiTaskSplit", "MultiTaskData", "iterate_batches", "history_sequences", "chronological_split",
     "read_multitask_csv", "write_multitask_csv", "load_ml100k_multitask", "synthetic_three_task",
     "load_kuairand_pure", "fetch_kuairand_pure", "load_qb_video", "write_kuairand_fixture", "write_qb_video_fixture", "write_ml100k_fixture",
-    "PAD", "OOV",
+    "PAD", "OOV", "PLANTED_FEATURES",
 ]
 
 PAD, OOV = 0, 1
@@ -545,6 +545,9 @@ def load_ml100k_multitask(max_len: int = 20, negatives: int = 1, seed: int = 202
 
 # --------------------------------------------------------------------------------------------- synthetic
 
+PLANTED_FEATURES = ("field_cross", "f4_effect", "target_in_like", "user_item_affinity")
+
+
 def synthetic_three_task(n_samples: int = 60000, n_users: int = 2000, n_items: int = 1000, num_fields: int = 20,
                          field_cardinality: int = 10, seq_len: int = 20, latent_dim: int = 8, seed: int = 0,
                          ratios: Sequence[float] = (0.8, 0.1, 0.1)) -> MultiTaskData:
@@ -563,6 +566,12 @@ def synthetic_three_task(n_samples: int = 60000, n_users: int = 2000, n_items: i
         task 3 (``mixed``):   1.5 W[f2, f3] + 2.0 [target in like] - 1.5 s[f4]
     so task 3 shares the crossing of task 1 and the overlap of task 2 but reverses task 1's f4 effect.
     Each label is Bernoulli(sigmoid(logit - 1)). The split is random (rows are i.i.d.).
+
+    The planted features, per impression (``meta["planted"][split]``, columns ``PLANTED_FEATURES``):
+    ``field_cross`` = W[f2, f3], ``f4_effect`` = s[f4] (the task conflict: +1.5 in task 1, -1.5 in task 3),
+    ``target_in_like`` = [target in like] (the sequence overlap), ``user_item_affinity`` = u.v. Every logit is
+    linear in them (``recsys/multitask/oracle.py`` fits the oracle on them); ``meta["oracle_logits"]`` holds
+    the true test logits.
     """
     if num_fields < 5:
         raise ValueError(f"num_fields must be >= 5 (user, item, f2, f3, f4), got {num_fields}")
@@ -603,6 +612,7 @@ def synthetic_three_task(n_samples: int = 60000, n_users: int = 2000, n_items: i
                        3.0 * in_like + 0.5 * uv,
                        1.5 * cross + 2.0 * in_like - 1.5 * f4], axis=1) - 1.0
     labels = (rng.random(logits.shape) < 1 / (1 + np.exp(-logits))).astype(np.float32)
+    planted = np.stack([cross, f4, in_like, uv], axis=1)                          # PLANTED_FEATURES order
     cat = np.concatenate([user[:, None] + 1, target[:, None] + 1, ctx + 1], axis=1)
     order = rng.permutation(n_samples)
     n_train, n_valid = int(ratios[0] * n_samples), int(ratios[1] * n_samples)
@@ -616,7 +626,10 @@ def synthetic_three_task(n_samples: int = 60000, n_users: int = 2000, n_items: i
                          cat_vocab=["user_id", "item", *cat_fields[2:]], seq_vocab=["item"] * 3,
                          train=splits[0], valid=splits[1], test=splits[2],
                          meta={"generator": "synthetic_three_task", "seed": seed,
-                               "oracle_logits": torch.as_tensor(logits[parts[2]], dtype=torch.float32)})
+                               "oracle_logits": torch.as_tensor(logits[parts[2]], dtype=torch.float32),
+                               "planted_names": list(PLANTED_FEATURES),
+                               "planted": {name: torch.as_tensor(planted[rows], dtype=torch.float32)
+                                           for name, rows in zip(SPLITS, parts)}})
 
 
 # --------------------------------------------------------------------------------------------- KuaiRand / Tenrec

@@ -65,6 +65,25 @@ attention task-specific (e.g. block 2: ``mixed`` puts 0.23 on f4) but neither br
 the tokens nor raises mean AUC (seeds 0-1: 0.733 vs 0.735); ``ca_heads: 4``, ``embedding_size: 32``,
 ``layer_norm: true`` and lr 1e-3 did not either (``experiments/infnet_synthetic.py --define``).
 
+Issue #20 (diagnosis of the failing check, ``experiments/infnet_synthetic.py``): the synthetic data do carry
+their planted signals (a logistic regression on the planted features beats every trained model on every task
+by >= 0.03 AUC at 60k and >= 0.11 at 20k, and with random 16-d item embeddings the max dot product between the target and the like
+sequence already ranks the overlap task at 0.77), and the implementation matches the v1 equations term by term
+(8 relations, softmax within each, sums, PGU, residuals, heads on the task tokens). What fails is the token
+flow for the overlap task: trained jointly (60k impressions, ``embedding_init_std`` 1.0, 8 epochs, seed 0,
+``docs/results/infnet_synthetic/probe_60k_seed0.json``) INFNet's overlap head stays at chance (test AUC 0.500)
+while its crossing and mixed heads match the best models (0.885 / 0.838), whereas the DIN-style
+``TargetAttention`` (the candidate queries the history directly) reaches 0.643, above item popularity (0.623),
+and Shared-Bottom 0.552. With the same grid and per-task early stopping at 20k impressions, seeds 0-2, INFNet
+scores 0.683 mean AUC vs Shared-Bottom 0.686 / MMoE 0.688 (``docs/results/multitask.md``). In INFNet no token built from the target item queries the
+sequence except the categorical proxies, whose result reaches the task tokens only through the per-impression
+gate vector shared with the crossing signal; the task tokens themselves are constant queries in block 1.
+``cat_field_embedding`` (a learned per-field vector added to the categorical tokens, so the task tokens can
+select the item field) was tried and did not change this (overlap 0.50-0.52). Trained on the overlap task
+alone (``task_weights: [0, 1, 0]``, 30k impressions, init 1.0, 8 epochs) INFNet reaches only 0.54 validation /
+0.51 test AUC, below what the target item's popularity alone gives (0.61-0.63), so the failure is not task
+interference: the spec's flow does not bring the target item's identity to the overlap head.
+
 Deviations and reconstructions (R): :math:`\phi_{cat}` is a two-layer MLP (width ``m*d``) and
 :math:`\phi_{seq}` a linear map — the paper only says "MLP" / "projection"; the gate MLP has one hidden
 layer of ``gate_hidden``; sequence tokens get a learned behaviour-type embedding (``seq_type_embedding``,
@@ -82,6 +101,8 @@ Args (config keys, defaults in ``recsys/multitask/model/INFNet.yaml``):
     num_blocks (3): stacked blocks N.
     num_cat_proxies (4): m.  num_task_shared (2): N_s.
     ca_heads (1): heads per cross attention; ca_output ("none"): ``"none"`` or ``"project"`` (a W_o).
+    cat_field_embedding (False): add a learned per-field vector to the categorical tokens (not in the paper).
+    embedding_init_std (0.05, task key): std of the embedding tables' normal init.
     gate_hidden (64), gate_form ("affine"), gate_proxies ("updated"), residual (True), layer_norm (False),
     seq_pooling ("sum"), seq_type_embedding (True), token_init_std (0.1: normal init of the task tokens and
     shared task proxies; not given in the paper), use_task_tokens (True), use_pgu (True),
@@ -254,7 +275,10 @@ class INFNet(MultiTaskModel):
         super().__init__(config, data)
         d = int(config["embedding_size"])
         self.dim = d
-        self.embedding = FeatureEmbedding(data, d, type_embedding=bool(config["seq_type_embedding"]))
+        self.embedding = FeatureEmbedding(data, d, type_embedding=bool(config["seq_type_embedding"]),
+                                          init_std=float(config["embedding_init_std"]))
+        self.field_embedding = (nn.Parameter(torch.empty(self.embedding.num_fields, d))
+                                if bool(config["cat_field_embedding"]) else None)
         m, f = int(config["num_cat_proxies"]), self.embedding.num_seq_types
         n_s, num_cat = int(config["num_task_shared"]), self.embedding.num_fields
         self.num_cat_proxies, self.num_seq_types, self.num_task_shared = m, f, n_s
@@ -295,6 +319,8 @@ class INFNet(MultiTaskModel):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        if self.field_embedding is not None:
+            nn.init.normal_(self.field_embedding, std=self.embedding.init_std)
         if self.task_tokens is not None:
             nn.init.normal_(self.task_tokens, std=self.token_init_std)
         if self.task_shared is not None:
@@ -303,6 +329,8 @@ class INFNet(MultiTaskModel):
     def initial_tokens(self, c: Tensor, s: Tensor, seq_mask: Tensor) -> dict[str, Tensor]:
         """Block-0 tokens and proxies from the embedded fields ``c`` (B, M, d) and sequences ``s`` (B, L, d)."""
         b, d = c.shape[0], self.dim
+        if self.field_embedding is not None:
+            c = c + self.field_embedding                                                     # field identity
         tok = {"cat": c, "seq": s}
         if self.task_shared is not None:
             tok["task_shared"] = self.task_shared.expand(b, -1, -1)

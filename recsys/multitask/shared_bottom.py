@@ -46,7 +46,7 @@ class SharedBottom(MultiTaskModel):
     def __init__(self, config: Mapping[str, Any], data: MultiTaskData):
         super().__init__(config, data)
         d = int(config["embedding_size"])
-        self.embedding = FeatureEmbedding(data, d)
+        self.embedding = FeatureEmbedding(data, d, init_std=float(config["embedding_init_std"]))
         in_dim = (self.embedding.num_fields + self.embedding.num_seq_types) * d
         hidden = list(config["bottom_hidden"])
         dropout = float(config["dropout"])

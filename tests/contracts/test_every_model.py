@@ -37,6 +37,7 @@ TINY_RUNS = {
     "SharedBottom": ("mtl-synthetic", MTL),
     "MMoE": ("mtl-synthetic", MTL),
     "INFNet": ("mtl-synthetic", MTL),
+    "TargetAttention": ("mtl-synthetic", MTL),
     "SASRec": ("drifting-interest", DRIFT),
     "GRU4Rec": ("drifting-interest", DRIFT),
     "IDNP": ("drifting-interest", {**DRIFT, "time_dim": 8, "latent_dim": 8}),

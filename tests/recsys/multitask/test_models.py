@@ -8,8 +8,9 @@ from recsys.multitask.data import synthetic_three_task
 from recsys.multitask.graphs import HETERO_EDGES, HOMO_EDGES, token_flow_graph
 from recsys.multitask.infnet import HeteroCrossFlow, ProxyGatedUnit
 
-MODELS = ["INFNet", "SharedBottom", "MMoE"]
+MODELS = ["INFNet", "SharedBottom", "MMoE", "TargetAttention"]
 INFNET_VARIANTS = [{}, {"gate_proxies": "updated"}, {"use_task_tokens": False}, {"use_pgu": False},
+                   {"cat_field_embedding": True, "embedding_init_std": 1.0},
                    {"num_blocks": 4, "residual": True, "layer_norm": True, "gate_form": "affine", "ca_heads": 2,
                     "ca_output": "project", "seq_pooling": "mean"}]
 
@@ -29,6 +30,8 @@ def _config(model, **extra):
         base["gate_hidden"] = 8
     elif model == "SharedBottom":
         base["bottom_hidden"] = [16]
+    elif model == "TargetAttention":
+        base.update(bottom_hidden=[16], attention_hidden=[8])
     else:
         base.update(expert_hidden=[16], num_experts=3)
     return Config(model, "mtl-synthetic", config_dict={**base, **extra})
