@@ -16,13 +16,12 @@ import logging
 import os
 import shutil
 import stat
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
 import zlib
 from pathlib import Path
-from graphattn.io import atomic_write_bytes
+from graphattn.io import atomic_open, atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -211,13 +210,7 @@ def _unzip(zip_path: Path, target: Path) -> list[Path]:
                 dest.mkdir(parents=True, exist_ok=True)
                 continue
             dest.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as fh, zf.open(m) as src:
-                    shutil.copyfileobj(src, fh, _CHUNK)
-                os.replace(tmp, dest)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            with zf.open(m) as src, atomic_open(dest, "wb") as fh:
+                shutil.copyfileobj(src, fh, _CHUNK)
             out.append(dest)
     return out

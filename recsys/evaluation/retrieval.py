@@ -11,7 +11,6 @@ serialised faiss index in id order; :meth:`Retriever.load` reads either format.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from graphattn.io import atomic_path
 from .evaluator import SPARE, exact_candidates, faiss_candidates, rerank
 from .indexes import _np32, build_faiss_index, index_shards, is_sharded, reconstruct_all, shard_list
 
@@ -101,20 +101,13 @@ class Retriever:
         path = Path(path)
         index = self.index if self.index is not None else build_faiss_index(self.item_emb, self.index_name,
                                                                             self.faiss_params, self.shards)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             if is_sharded(index):
                 with open(tmp, "wb") as f:
                     np.savez(f, **{f"shard_{i:04d}": faiss.serialize_index(p)
                                    for i, p in enumerate(shard_list(index))})
             else:
-                faiss.write_index(index, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+                faiss.write_index(index, str(tmp))
         return path
 
     @classmethod

@@ -21,11 +21,9 @@ Letters: N impressions, M categorical fields, F behaviour types, n_a length of b
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import importlib.util
 import os
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +33,8 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
+
+from graphattn.io import atomic_open
 
 __all__ = [
     "MultiTaskSplit", "MultiTaskData", "iterate_batches", "history_sequences", "chronological_split",
@@ -405,22 +405,15 @@ def write_multitask_csv(data: MultiTaskData, directory: str | os.PathLike) -> Pa
         cat = split.cat.numpy()
         seqs = [q.numpy() for q in split.seq]
         labels = split.labels.numpy()
-        fd, tmp = tempfile.mkstemp(prefix=f".{s}.", suffix=".csv.tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-                w = csv.writer(fh)
-                w.writerow(header)
-                for r in range(len(split)):
-                    row = [_token(tokens, v, int(cat[r, j])) for j, v in enumerate(data.cat_vocab)]
-                    for j, v in enumerate(data.seq_vocab):
-                        row.append("^".join(_token(tokens, v, int(i)) for i in seqs[j][r] if i != PAD))
-                    row.extend(str(int(x)) for x in labels[r])
-                    w.writerow(row)
-            os.replace(tmp, directory / f"{s}.csv")
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        with atomic_open(directory / f"{s}.csv", "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(header)
+            for r in range(len(split)):
+                row = [_token(tokens, v, int(cat[r, j])) for j, v in enumerate(data.cat_vocab)]
+                for j, v in enumerate(data.seq_vocab):
+                    row.append("^".join(_token(tokens, v, int(i)) for i in seqs[j][r] if i != PAD))
+                row.extend(str(int(x)) for x in labels[r])
+                w.writerow(row)
     return directory
 
 
@@ -764,15 +757,8 @@ def load_qb_video(directory: str | os.PathLike, max_len: int = 20, ratios: Seque
 
 
 def _write_frame(frame: pd.DataFrame, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-            frame.to_csv(fh, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "w", newline="", encoding="utf-8") as fh:
+        frame.to_csv(fh, index=False)
 
 
 def write_kuairand_fixture(directory: str | os.PathLike, n_users: int = 20, n_videos: int = 40,
@@ -842,15 +828,8 @@ def write_ml100k_fixture(directory: str | os.PathLike, n_users: int = 12, n_item
                           "class:token_seq": [" ".join(rng.choice(genres, rng.integers(1, 4), replace=False))
                                               for _ in range(n_items)]})
     for frame, name in ((inter, "ml-100k.inter"), (users, "ml-100k.user"), (items, "ml-100k.item")):
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-                frame.to_csv(fh, sep="\t", index=False)
-            os.replace(tmp, directory / name)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        with atomic_open(directory / name, "w", newline="", encoding="utf-8") as fh:
+            frame.to_csv(fh, sep="\t", index=False)
     return directory
 
 
