@@ -448,7 +448,7 @@ def _zip(path: Path, members: dict[str, bytes]) -> Path:
 def case_zip_dotdot(tmp: Path) -> Attempt:
     _zip(tmp / "data.zip", {"ok.txt": b"fine\n", "../escaped.txt": b"pwned\n"})
     return driver("""
-        from recsys.data.download import safe_unzip
+        from graphattn.download import safe_unzip
         safe_unzip("data.zip", "target")
     """, names=["data.zip", "../escaped.txt", "outside"], shown="safe_unzip('data.zip', 'target')",
         check=lambda d: ["a member was written outside the target"] if (d / "escaped.txt").exists() else [])
@@ -458,7 +458,7 @@ def case_zip_dotdot(tmp: Path) -> Attempt:
 def case_zip_absolute(tmp: Path) -> Attempt:
     _zip(tmp / "data.zip", {"ok.txt": b"fine\n", str(tmp / "abs.txt"): b"pwned\n"})
     return driver("""
-        from recsys.data.download import safe_unzip
+        from graphattn.download import safe_unzip
         safe_unzip("data.zip", "target")
     """, names=["data.zip", "abs.txt", "absolute"], shown="safe_unzip('data.zip', 'target')",
         check=lambda d: ["the absolute member was written"] if (d / "abs.txt").exists() else [])
@@ -503,7 +503,7 @@ _PAYLOAD = b"".join(f"{u} {u + 1} {u + 2}\n".encode() for u in range(20000))  # 
 def case_download_hash_mismatch(tmp: Path) -> Attempt:
     return driver(f"""
         {_indent(_server_code(False))}
-        from recsys.data.download import download
+        from graphattn.download import download
         download(URL, "cache/train.txt", sha256="0" * 64, show_progress=False)
     """, names=["train.txt", "sha256 mismatch"], shown="download(url, 'cache/train.txt', sha256=<wrong>)")
 
@@ -517,7 +517,7 @@ def case_download_interrupted(tmp: Path) -> Attempt:
         return out
     return driver(f"""
         {_indent(_server_code(True))}
-        from recsys.data.download import download
+        from graphattn.download import download
         download(URL, "cache/train.txt", show_progress=False)
     """, names=["train.txt", "partial"], shown="download(url, 'cache/train.txt')  # connection drops halfway",
         allow_new=["cache/train.txt.part"], check=check)
@@ -538,7 +538,7 @@ def case_download_resume(tmp: Path) -> Attempt:
         return out
     return driver(f"""
         {_indent(_server_code(False))}
-        from recsys.data.download import download
+        from graphattn.download import download
         download(URL, "cache/train.txt", sha256={sha!r}, show_progress=False)
     """, names=[], expect="ok", shown="download(url, 'cache/train.txt', sha256=...)  # .part of half the file present",
         check=check, allow_gone=["cache/train.txt.part"])

@@ -20,9 +20,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from graphattn.download import download, safe_unzip, sha256_of
+
 from .atomic import load_atomic, read_atomic_file, write_atomic_files
 from .dataset import RecDataset
-from .download import download, safe_unzip, sha256_of
 from .kgat_format import load_kgat, write_kgat_files
 from .splits import carve_valid, split_indices
 from .synthetic import item_clusters, planted_kg

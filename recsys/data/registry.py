@@ -13,9 +13,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from graphattn.download import DownloadError, download, safe_unzip
+
 from .atomic import load_atomic
 from .dataset import RecDataset
-from .download import DownloadError, download, safe_unzip
 from .kgat_format import load_kgat
 from .synthetic import load_planted_kg
 

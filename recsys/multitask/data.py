@@ -647,7 +647,7 @@ def fetch_kuairand_pure(root: str | os.PathLike, show_progress: bool = True) -> 
     """
     import tarfile
 
-    from recsys.data.download import download
+    from graphattn.download import download
 
     root = Path(root)
     data_dir = root / "KuaiRand-Pure" / "data"

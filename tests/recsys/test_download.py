@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from recsys.data import download, safe_unzip
-from recsys.data.download import SUMS_FILE, read_sums
+from graphattn.download import SUMS_FILE, read_sums
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

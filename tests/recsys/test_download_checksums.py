@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from recsys.data import registry
-from recsys.data.download import SUMS_FILE, download, git_blob_sha1, hashes_of, read_sums
+from graphattn.download import SUMS_FILE, download, git_blob_sha1, hashes_of, read_sums
 
 PAYLOAD = bytes(np.random.default_rng(18).integers(0, 256, 200_000, dtype=np.uint8))
 
