@@ -59,7 +59,10 @@ def test_runs_of_every_domain_write_only_to_the_run_root_and_the_data_cache(tmp_
         d.mkdir()
     env = {**os.environ, "HOME": str(dirs["home"]), "TMPDIR": str(dirs["tmp"]), "GRAPHATTN_DATA": str(dirs["data"]),
            "PYTHONDONTWRITEBYTECODE": "1"}   # bytecode caches are Python's, written next to the sources
-    env.pop("MPLCONFIGDIR", None)
+    # library caches placed by variables this process may hold (torch sets TORCHINDUCTOR_CACHE_DIR in os.environ
+    # the first time anything asks for its cache): let the child derive them from its own TMPDIR and HOME
+    for var in ("MPLCONFIGDIR", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME"):
+        env.pop(var, None)
     result = subprocess.run([sys.executable, "-c", _DRIVER, str(ROOT), json.dumps(_RUNS)], cwd=dirs["work"],
                             env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
