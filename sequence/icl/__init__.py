@@ -21,6 +21,7 @@ register_task("icl", task=ICLTask, overall=_HERE / "overall.yaml", model_dir=_HE
 
 from . import bursty_data, regression_data  # noqa: E402,F401  (register the datasets)
 from .induction import InductionNet  # noqa: E402
+from .minimal import InductionMinimal  # noqa: E402,F401  (three-scalar minimal induction head)
 from .regression import ICLRegression  # noqa: E402
 
 __all__ = ["ICLModel", "ICLTask", "ICLRegression", "InductionNet"]

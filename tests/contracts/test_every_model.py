@@ -68,6 +68,7 @@ TINY_RUNS = {
     "InductionNet": ("icl-bursty", {"steps_per_epoch": 5, "train_batch_size": 16, "icl_classes": 32, "icl_labels": 8,
                                     "icl_pairs": 4, "icl_item_dim": 15, "icl_max_pairs": 4, "icl_valid_size": 32,
                                     "icl_test_size": 32}),
+    "InductionMinimal": ("icl-bursty", {"steps_per_epoch": 5, "train_batch_size": 16, "icl_classes": 32, "icl_labels": 8, "icl_pairs": 4, "icl_item_dim": 15, "icl_max_pairs": 4, "icl_valid_size": 32, "icl_test_size": 32, "icl_minimal_inweights": True}),
     "CircuitGPT": ("circuit-mix", {"steps_per_epoch": 3, "train_batch_size": 8, "circ_valid_size": 8,
                                    "circ_test_size": 8, "circ_layers": 1, "circ_heads": 2, "circ_dim": 16}),
     "DeconLM": ("pcfg-lm", {"steps_per_epoch": 3, "train_batch_size": 4, "pcfg_train_tokens": 400, "pcfg_eval_tokens": 100, "lm_context": 16, "decon_layers": 2, "decon_dim": 16, "decon_heads": 2, "decon_ffn": 16, "decon_variant": "rndembqk", "decon_config": "hybrid"}),
