@@ -15,7 +15,10 @@ from mutation_scores import KILLED, collect, equivalent_mutants
 
 NEW = ("tests/contracts/", "tests/graphattn/test_trainer.py", "tests/graphattn/test_attention_masks.py",
        "tests/graphattn/test_config_layers.py", "tests/graphattn/test_ops_shapes.py",
-       "tests/graphattn/test_config_messages.py")
+       "tests/graphattn/test_config_messages.py", "tests/graphattn/training/test_rundir_contents.py",
+       "tests/graphattn/training/test_trainer_records.py", "tests/graphattn/training/test_report_and_distributed.py",
+       "tests/graphattn/training/test_optim_bounds.py", "tests/recsys/models/test_loss_formulas.py",
+       "tests/recsys/models/test_kgat_options.py")
 ROOT = Path(__file__).resolve().parents[1]
 
 
