@@ -45,8 +45,8 @@ from graphattn.registry import register_model
 from vision.base import VisionData, VisionModel
 from vision.vit import SmallViT
 
-__all__ = ["PostSoftmaxMask", "PromptedViT", "TCPA", "prompt_attention_diversity", "usage_entropy",
-           "METHODS"]
+__all__ = ["PostSoftmaxMask", "PromptedViT", "TCPA", "prompt_attention_diversity", "feature_diversity",
+           "usage_entropy", "METHODS"]
 
 #: method name -> (role_split, uses top-k, has prompts)
 METHODS = {"head": (False, False, False), "vpt": (False, False, True), "r_tcpa": (True, False, True),
@@ -235,6 +235,20 @@ def prompt_attention_diversity(weights: Tensor, prompt_cols: tuple[int, int]) ->
     T = p.shape[2]
     off = ~torch.eye(T, dtype=torch.bool)
     return float(js.sqrt()[..., off].mean())
+
+
+def feature_diversity(tokens: Tensor) -> float:
+    """Mean pairwise cosine distance ``1 - cos(h_s, h_t)`` between the patch tokens of a block output (the
+    paper's "diversity of the extracted features", measured on features rather than on attention rows, so it
+    does not rise just because top-k gives each row a different support).
+
+    Shapes: tokens (B, N, D) with CLS as token 0 -> float (averaged over images and ordered token pairs s != t).
+    """
+    h = F.normalize(tokens[:, 1:].double(), dim=-1)                                # (B, T, D)
+    cos = h @ h.transpose(1, 2)                                                    # (B, T, T)
+    T = h.shape[1]
+    off = ~torch.eye(T, dtype=torch.bool)
+    return float((1.0 - cos[:, off]).mean())
 
 
 def usage_entropy(indices: Tensor, pool_size: int) -> float:

@@ -6,7 +6,8 @@ import torch
 from graphattn.attention import GraphAttention
 from graphattn.interpret import capture_attention
 from vision.base import VisionData
-from vision.tcpa import TCPA, PostSoftmaxMask, PromptedViT, prompt_attention_diversity, usage_entropy
+from vision.tcpa import (TCPA, PostSoftmaxMask, PromptedViT, feature_diversity, prompt_attention_diversity,
+                        usage_entropy)
 from vision.vit import SmallViT
 
 
@@ -126,6 +127,14 @@ def test_diversity_and_entropy_hand_cases():
     assert prompt_attention_diversity(w2, (1, 3)) == pytest.approx(1.0, abs=1e-6)
     assert usage_entropy(torch.tensor([0, 1, 2, 3]), 4) == pytest.approx(1.0)
     assert usage_entropy(torch.tensor([2, 2, 2]), 4) == pytest.approx(0.0)
+
+
+def test_feature_diversity_hand_cases():
+    same = torch.randn(1, 1, 4).expand(2, 5, 4)                 # CLS + 4 identical patch tokens
+    assert abs(feature_diversity(same)) < 1e-9
+    # patches e1, -e1, e2 (CLS ignored): pairwise cos 1 - (-1, 0, 0) -> distances 2, 1, 1 -> mean 4/3
+    h = torch.tensor([[[9.0, 9.0], [1.0, 0.0], [-1.0, 0.0], [0.0, 3.0]]])
+    assert abs(feature_diversity(h) - 4.0 / 3.0) < 1e-9
 
 
 def test_registered_model_loads_backbone_checkpoint(tmp_path):
