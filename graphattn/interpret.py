@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from .attention.layer import AttentionInfo, GraphAttention
 
-__all__ = ["attention_layers", "capture_attention", "ablate_heads", "replace_heads", "interpolate_heads",
+__all__ = ["attention_layers", "capture_attention", "capture_scores", "ablate_heads", "replace_heads", "interpolate_heads",
            "attention_hook", "named_module", "cache_activations", "patch_activations", "activation_patching",
            "head_outputs", "path_patching"]
 
@@ -68,19 +68,38 @@ def attention_hook(layer: GraphAttention, hook) -> Iterator[None]:
 
 
 @contextmanager
-def capture_attention(model: nn.Module, detach: bool = True) -> Iterator[dict[str, list[Tensor]]]:
-    """Collect the normalised weights of every attention layer of ``model``, one entry per call."""
+def _capture(model: nn.Module, register: str, record) -> Iterator[dict[str, list[Tensor]]]:
+    """Hook every attention layer of ``model`` with ``layer.<register>``; ``record(values, info)`` is stored per call."""
     store: dict[str, list[Tensor]] = {}
     handles = []
     for name, layer in attention_layers(model).items():
-        def hook(_layer, weights, _info, _name=name):
-            store.setdefault(_name, []).append(weights.detach() if detach else weights)
-        handles.append(layer.register_attention_hook(hook))
+        def hook(_layer, values, info, _name=name):
+            store.setdefault(_name, []).append(record(values, info))
+        handles.append(getattr(layer, register)(hook))
     try:
         yield store
     finally:
         for h in handles:
             h.remove()
+
+
+def capture_attention(model: nn.Module, detach: bool = True):
+    """Collect the normalised weights of every attention layer of ``model``, one entry per call (a context manager
+    yielding ``{layer name: [weights, ...]}``)."""
+    return _capture(model, "register_attention_hook", lambda w, _info: w.detach() if detach else w)
+
+
+def _existing_edges(scores: Tensor, info) -> Tensor:
+    s = scores.detach()
+    if info.mask is not None:
+        s = s.masked_select(info.mask.expand_as(s))
+    return s.flatten()
+
+
+def capture_scores(model: nn.Module):
+    """Collect the raw scores (pre-normaliser logits) of every attention layer, restricted to the edges that exist
+    (the mask's True entries): one 1-D tensor per call (a context manager yielding ``{layer name: [scores, ...]}``)."""
+    return _capture(model, "register_score_hook", _existing_edges)
 
 
 def ablate_heads(layer: GraphAttention, heads: Sequence[int]):

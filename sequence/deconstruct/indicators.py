@@ -15,14 +15,11 @@ so any :class:`~graphattn.attention.GraphAttention` layer can be measured.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
-
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from graphattn.interpret import attention_layers, capture_attention
+from graphattn.interpret import capture_attention, capture_scores
 
 __all__ = ["map_indicators", "capture_scores", "model_indicators", "LOG_BINS"]
 
@@ -50,26 +47,6 @@ def map_indicators(a: Tensor, local: int = 3) -> dict[str, list[float] | float]:
     std = a.std(dim=1, unbiased=False)                                                           # (B, L, L)
     out["head_diversity"] = float(std[:, causal].mean())
     return out
-
-
-@contextmanager
-def capture_scores(model: nn.Module) -> Iterator[dict[str, list[Tensor]]]:
-    """Record the raw scores (pre-normaliser logits) of every attention layer, restricted to the edges that
-    exist: ``store[name]`` lists one 1-D tensor of causal-entry scores per call."""
-    store: dict[str, list[Tensor]] = {}
-    handles = []
-    for name, layer in attention_layers(model).items():
-        def hook(_layer, scores, info, _name=name):
-            s = scores.detach()
-            if info.mask is not None:
-                s = s.masked_select(info.mask.expand_as(s))
-            store.setdefault(_name, []).append(s.flatten())
-        handles.append(layer.register_score_hook(hook))
-    try:
-        yield store
-    finally:
-        for h in handles:
-            h.remove()
 
 
 @torch.no_grad()

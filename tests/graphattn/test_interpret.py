@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from graphattn.attention import DotProductScore, GraphAttention
-from graphattn.interpret import (activation_patching, cache_activations, capture_attention, named_module,
+from graphattn.interpret import (activation_patching, cache_activations, capture_attention, capture_scores, named_module,
                                  patch_activations)
 
 N = 4
@@ -290,3 +290,20 @@ def test_path_patching_freeze_blocks_the_route_through_a_module(pair):
     assert open_route[("blocks.0", 0)] == pytest.approx(1.0, abs=1e-5)
     frozen = path_patching(model, clean, corrupt, "final", metric, freeze=["relay"])
     assert frozen[("blocks.0", 0)] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_capture_scores_keeps_the_existing_edges_and_unhooks():
+    model = Toy()
+    with torch.no_grad():
+        model.attn.score.q.weight.copy_(torch.eye(2))
+        model.attn.score.k.weight.copy_(torch.eye(2))
+    x = torch.randn(3, N, 2, generator=torch.Generator().manual_seed(1))
+    with capture_scores(model) as store, capture_attention(model) as maps:
+        model(x)
+    (scores,) = store["attn"]
+    assert scores.numel() == 3 * N * (N + 1) // 2                          # causal entries only, per head and batch
+    expected = (x @ x.transpose(-1, -2) * 2 ** -0.5).masked_select(model.causal)   # q = k = x, scale d^-1/2
+    assert torch.allclose(scores, expected, atol=1e-6)
+    assert len(maps["attn"]) == 1
+    model(x)                                                                 # hooks are gone after the block
+    assert len(store["attn"]) == 1
