@@ -1,3 +1,6 @@
+import http.server
+import threading
+
 import numpy as np
 import pytest
 
@@ -27,3 +30,47 @@ def hand_dataset():
         user_tokens=np.array(["ua", "ub", "uc"]), item_tokens=np.array(["i0", "i1", "i2", "i3"]),
         entity_tokens=np.array(["e0", "e1", "e2", "e3", "g", "h"]), relation_names=["genre", "by"],
     )
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    files: dict = {}
+    log: list = []
+
+    def do_GET(self):  # noqa: N802
+        body = self.files.get(self.path)
+        self.log.append((self.path, self.headers.get("Range")))
+        if body is None:
+            self.send_error(404)
+            return
+        rng = self.headers.get("Range")
+        if rng and rng.startswith("bytes="):
+            start = int(rng[6:].split("-")[0])
+            if start >= len(body):
+                self.send_response(416)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+            body = body[start:]
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    """A throw-away HTTP server on 127.0.0.1 serving ``handler.files`` (path -> bytes), with Range requests;
+    yields ``(base url, handler)``; ``handler.log`` lists ``(path, Range header)`` per request."""
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    _Handler.files, _Handler.log = {}, []
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}", _Handler
+    srv.shutdown()
+    srv.server_close()

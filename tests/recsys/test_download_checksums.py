@@ -2,12 +2,10 @@
 127.0.0.1: a good file passes, a corrupted one is deleted with one line naming file, URL and hashes, a partial
 file resumes and is then verified, and the blob id equals ``git hash-object``."""
 import hashlib
-import http.server
 import io
 import os
 import shutil
 import subprocess
-import threading
 import zipfile
 
 import numpy as np
@@ -21,42 +19,6 @@ PAYLOAD = bytes(np.random.default_rng(18).integers(0, 256, 200_000, dtype=np.uin
 
 def blob_sha1(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    files: dict = {}
-    log: list = []
-
-    def do_GET(self):  # noqa: N802
-        body = self.files.get(self.path)
-        self.log.append((self.path, self.headers.get("Range")))
-        if body is None:
-            self.send_error(404)
-            return
-        rng = self.headers.get("Range")
-        if rng and rng.startswith("bytes="):
-            start = int(rng[6:].split("-")[0])
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-            body = body[start:]
-        else:
-            self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def server():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    _Handler.files, _Handler.log = {}, []
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}", _Handler
-    srv.shutdown()
-    srv.server_close()
 
 
 def test_blob_sha1_equals_git_hash_object(tmp_path):
