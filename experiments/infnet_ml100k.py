@@ -33,7 +33,7 @@ import recsys.multitask  # noqa: E402,F401
 from graphattn.config import Config  # noqa: E402
 from graphattn.results import Results, add_output_args  # noqa: E402
 from graphattn.training import RunDir, Trainer  # noqa: E402
-from recsys.multitask.task import evaluate_split  # noqa: E402
+from recsys.multitask.selection import PerTaskSelection  # noqa: E402
 
 
 def main() -> None:
@@ -70,24 +70,10 @@ def main() -> None:
             with RunDir.create(config) as run:
                 trainer = Trainer.from_config(config, run)      # seeds, loads the data, builds the model
                 tasks = list(trainer.task.data.tasks)
-                trace, best = [], {t: -1.0 for t in tasks}
-
-                def on_evaluation(epoch, valid, trainer=trainer, trace=trace, best=best, tasks=tasks):
-                    test = evaluate_split(trainer.model, trainer.task.splits["test"], tasks,
-                                          int(trainer.config["eval_batch_size"]))
-                    trace.append({"epoch": epoch, "valid": dict(valid), "test": test})
-                    improved = [t for t in tasks if valid[f"auc_{t}"] > best[t]]
-                    for t in improved:
-                        best[t] = valid[f"auc_{t}"]
-                    if improved:              # per-task early stopping: go on while any task still improves
-                        trainer.stopper.bad_steps = 0
-
-                trainer.on_evaluation = on_evaluation
+                selection = PerTaskSelection(trainer, tasks, trainer.config["eval_batch_size"])
                 joint = trainer.fit()                           # also writes curves.png
-                epochs = {t: int(max(trace, key=lambda r: r["valid"][f"auc_{t}"])["epoch"]) for t in tasks}
-                by_epoch = {r["epoch"]: r for r in trace}
-                per_task = {f"auc_{t}": float(by_epoch[e]["test"][f"auc_{t}"]) for t, e in epochs.items()}
-                per_task["mean_auc"] = float(np.mean(list(per_task.values())))
+                per_task, epochs = selection.result()
+                trace = selection.trace
                 runs.append({"model": name, "seed": seed, "joint": {k: float(v) for k, v in joint.items()},
                              "per_task": per_task, "per_task_epoch": epochs, "joint_epoch": trainer.best_epoch,
                              "seconds": time.time() - t0, "run_folder": str(run.path), "trace": trace})

@@ -52,7 +52,8 @@ from graphattn.training import Trainer, seed_everything  # noqa: E402
 from recsys.multitask.data import synthetic_three_task  # noqa: E402
 from recsys.multitask.metrics import auc  # noqa: E402
 from recsys.multitask.oracle import blind_auc, in_like_auc, item_rate_auc, oracle_auc  # noqa: E402
-from recsys.multitask.task import MultiTaskTask, evaluate_split  # noqa: E402
+from recsys.multitask.selection import PerTaskSelection  # noqa: E402
+from recsys.multitask.task import MultiTaskTask  # noqa: E402
 
 MODELS = ("INFNet", "SharedBottom", "MMoE", "TargetAttention")
 VARIANTS = {
@@ -78,28 +79,12 @@ def run_one(job: dict) -> dict:
     seed_everything(seed)
     model = get_model(model_name)(cfg, data)
     trainer = Trainer(cfg, MultiTaskTask(cfg, data), model, device="cpu")
-    trace: list[dict] = []
-    best = {t: -1.0 for t in tasks}
-
-    def on_evaluation(epoch: int, valid: dict) -> None:
-        test = evaluate_split(trainer.model, trainer.task.splits["test"], tasks, int(cfg["eval_batch_size"]))
-        trace.append({"epoch": epoch, "valid": {k: float(v) for k, v in valid.items()},
-                      "test": {k: float(v) for k, v in test.items()}})
-        improved = [t for t in tasks if valid[f"auc_{t}"] > best[t]]
-        for t in improved:
-            best[t] = valid[f"auc_{t}"]
-        if improved:                      # per-task early stopping: go on while any task still improves
-            trainer.stopper.bad_steps = 0
-
-    trainer.on_evaluation = on_evaluation
+    selection = PerTaskSelection(trainer, tasks, cfg["eval_batch_size"])
     t0 = time.time()
     joint = trainer.fit()
     seconds = time.time() - t0
-    per_task_epoch = {t: int(max(trace, key=lambda r: r["valid"][f"auc_{t}"])["epoch"]) for t in tasks}
-    by_epoch = {r["epoch"]: r for r in trace}
-    per_task = {f"auc_{t}": by_epoch[e]["test"][f"auc_{t}"] for t, e in per_task_epoch.items()}
-    per_task["mean_auc"] = float(np.mean([per_task[f"auc_{t}"] for t in tasks]))
-    valid_per_task = float(np.mean([best[t] for t in tasks]))
+    per_task, per_task_epoch = selection.result()
+    trace, valid_per_task = selection.trace, selection.valid_score
     return {**{k: job[k] for k in ("seed", "variant", "model", "config")},
             "joint": {k: float(v) for k, v in joint.items()}, "per_task": per_task,
             "joint_epoch": trainer.best_epoch, "per_task_epoch": per_task_epoch,

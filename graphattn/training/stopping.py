@@ -62,6 +62,11 @@ class EarlyStopping:
             self.bad_steps += 1
         return improved
 
+    def reset_patience(self) -> None:
+        """Another criterion improved (e.g. one task of several): start the patience count again; the best value
+        and its step stay."""
+        self.bad_steps = 0
+
     @property
     def should_stop(self) -> bool:
         return self.bad_steps >= self.patience

@@ -120,3 +120,12 @@ def test_the_trainer_stops_later_with_last_because_a_tie_resets_the_patience():
 def test_the_trainer_refuses_a_bad_value():
     with pytest.raises(ValueError, match="best_on_tie must be 'first' or 'last', got 'latest'"):
         _train("latest", [0.5])
+
+
+def test_reset_patience_restarts_the_count_but_keeps_the_best():
+    stop = EarlyStopping(patience=2, mode="max")
+    _steps(stop, [0.5, 0.4])
+    stop.reset_patience()
+    assert (stop.bad_steps, stop.best, stop.best_step, stop.should_stop) == (0, 0.5, 1, False)
+    _steps(stop, [0.3, 0.2])
+    assert stop.should_stop and stop.best == 0.5
