@@ -2,7 +2,7 @@
 ``run.py`` trains it, over several seeds.
 
     .venv/bin/python experiments/infnet_ml100k.py [--seeds 0 1 2] [--epochs 6] [--device cpu]
-        [--checkpoint_dir DIR] [--data_path DIR] [--all JSON] [--infnet JSON] [--out DIR] [--publish]
+        [--checkpoint_dir DIR] [--data_path DIR] [--all JSON] [--infnet JSON] [--reuse JSON] [--out DIR] [--publish]
 
 For each (model, seed): Config(model, "ml-100k-mtl") with the command-line overrides (the same learning rate
 and dropout for every model: the task defaults unless ``--all`` sets them), a RunDir under ``--checkpoint_dir``
@@ -12,6 +12,10 @@ checkpoint of the best validation mean AUC ("joint"); training stops when no tas
 for ``stopping_step`` evaluations. Prints mean +- std over the seeds of test AUC per task and writes all runs
 to ``<out>/infnet_ml100k.json`` (default ``results/infnet_ml100k/``; ``--publish`` also copies it into
 ``docs/results/infnet_ml100k/``).
+
+``--reuse FILE`` takes the (model, seed) runs recorded in an earlier output of this script instead of training
+them again, provided every setting that changes a run (epochs, stopping_step, device, data_path, all, infnet,
+threads) is the same; the written JSON then holds the reused runs next to the new ones, and ``reused`` names them.
 """
 from __future__ import annotations
 
@@ -36,6 +40,24 @@ from graphattn.training import RunDir, Trainer  # noqa: E402
 from recsys.multitask.selection import PerTaskSelection  # noqa: E402
 
 
+SETTINGS = ("epochs", "stopping_step", "device", "data_path", "all", "infnet", "threads")
+
+
+def reusable_runs(path: str, args: argparse.Namespace) -> dict[tuple[str, int], dict]:
+    """The runs of an earlier output, keyed by (model, seed); refuses one made with other settings."""
+    try:
+        earlier = json.loads(Path(path).read_text())
+        recorded = earlier["args"]
+        runs = earlier["runs"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise SystemExit(f"--reuse {path}: not a readable infnet_ml100k.json ({err})") from None
+    for key in SETTINGS:
+        if recorded.get(key) != getattr(args, key):
+            raise SystemExit(f"--reuse {path}: its runs used {key}={recorded.get(key)!r}, this command "
+                             f"{getattr(args, key)!r}; run them again instead")
+    return {(r["model"], int(r["seed"])): r for r in runs}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["INFNet", "SharedBottom", "MMoE", "TargetAttention"])
@@ -48,16 +70,23 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--all", default="{}", help="JSON config overrides for every model (e.g. learning_rate)")
     parser.add_argument("--infnet", default="{}", help='JSON config overrides for INFNet, e.g. \'{"residual": true}\'')
+    parser.add_argument("--reuse", default=None, help="an earlier infnet_ml100k.json whose runs are taken as they are")
     add_output_args(parser, "infnet_ml100k")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = Results.from_args("infnet_ml100k", args)
+    earlier = reusable_runs(args.reuse, args) if args.reuse else {}
     checkpoint_dir = args.checkpoint_dir or str(out.dir / "runs")
     runs: list[dict] = []
     t_start = time.time()
     bar = tqdm(total=len(args.models) * len(args.seeds), desc="ml-100k-mtl runs", file=sys.stdout)
     for seed in args.seeds:
         for name in args.models:
+            if (name, seed) in earlier:
+                runs.append(earlier[(name, seed)])
+                bar.write(f"seed {seed} {name:15s} reused from {args.reuse}")
+                bar.update()
+                continue
             overrides = {"epochs": args.epochs, "stopping_step": args.stopping_step, "device": args.device,
                          "show_progress": False, "checkpoint_dir": checkpoint_dir, "seed": seed,
                          **json.loads(args.all)}
@@ -105,7 +134,10 @@ def main() -> None:
     seconds = time.time() - t_start
     print(f"total {seconds / 60:.1f} min")
     out.write_json("infnet_ml100k.json", {"args": vars(args), "tasks": tasks, "summary": summary, "checks": checks,
-                                          "runs": runs, "seconds": seconds}, seeds=args.seeds)
+                                          "runs": runs, "seconds": seconds,
+                                          "reused": sorted(f"{m}/{s}" for m, s in earlier
+                                                           if m in args.models and s in args.seeds)},
+                   seeds=args.seeds)
 
 
 if __name__ == "__main__":
