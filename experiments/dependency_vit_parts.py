@@ -32,7 +32,7 @@ CPU-sized command (the one published; 24 px images -> 36 tokens, width 32, depth
 Writes ``parts_relation<tag>.json`` (per seed and mean +- std), ``fg_ari_by_depth<tag>.png`` and
 ``groups_seed<first seed><tag>.png`` (``--tag``, default empty, keeps the files of runs with other settings) to
 ``results/dependency_vit_parts/`` (``--out``; ``--publish`` copies them into ``docs/results/dependency_vit_parts/``),
-``check.json`` with ``--check``.
+``check<tag>.json`` with ``--check``.
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def check(args, common: dict, out: Results) -> int:
     _, _, _, dep_test = _first.train_one({**common, "seed": args.seeds[0]}, out.dir / "runs")
     result = {"pooled_tokens_accuracy": pooled, "local_8px_accuracy": local, "dependency_vit_accuracy": dep_test["accuracy"],
               "chance": 1 / data.num_classes, "epochs": args.epochs, "num_train": args.num_train, "overrides": common}
-    out.write_json("check.json", result, seeds=[args.seeds[0]])
+    out.write_json(f"check{args.tag}.json", result, seeds=[args.seeds[0]])
     print(f"test accuracy after {args.epochs} epochs of {args.num_train} fresh images (chance {1 / data.num_classes:.2f}):")
     print(f"  pooled tokens, no positions: {pooled:.4f}\n  local 8 px windows, pooled: {local:.4f}\n  DependencyViT:               {dep_test['accuracy']:.4f}")
     return 0

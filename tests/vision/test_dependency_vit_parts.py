@@ -94,3 +94,39 @@ def test_fg_ari_on_a_hand_made_case():
     # background is ignored: regrouping it changes nothing
     assert fg_ari(truth, torch.tensor([4, 7, 7, 3, 3, 8, 4])) == pytest.approx(1.0)
     assert np.isnan(fg_ari(torch.tensor([0, 1, 1, 0]), torch.tensor([0, 1, 2, 3])))  # one part only: undefined
+
+
+@pytest.mark.parametrize("margin", [4, 5])
+def test_margin_keeps_a_background_ring_and_the_gap(margin):
+    for seed in range(30):
+        img, label, _, parts = render_relation(np.random.default_rng(200 + seed), 32, 0.0, gap=8, margin=margin)
+        ring = np.ones((32, 32), dtype=bool)
+        ring[margin:32 - margin, margin:32 - margin] = False
+        assert (parts[ring] == 0).all() and (parts[~ring] == 1).any() and (parts[~ring] == 2).any()
+        ys, xs = np.argwhere(parts == 1).T
+        ys2, xs2 = np.argwhere(parts == 2).T
+        assert max(ys2.min() - ys.max(), ys.min() - ys2.max(), xs2.min() - xs.max(), xs.min() - xs2.max()) > 8
+        dy = ys.mean() - ys2.mean()
+        dx = xs.mean() - xs2.mean()
+        assert label == relation_label(dy, dx)
+
+
+def test_margin_zero_draws_the_images_of_before():
+    # margin 0 must not change the random stream: the published 24 px runs stay reproducible
+    a = render_relation(np.random.default_rng(7), 24, 0.05)
+    b = render_relation(np.random.default_rng(7), 24, 0.05, margin=0)
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u, v)
+    # a margin of m px is the layout of the (S - 2m) px image with a background border around it
+    bordered = render_relation(np.random.default_rng(7), 32, 0.05, margin=4)
+    np.testing.assert_array_equal(bordered[3][4:28, 4:28], a[3])
+    assert bordered[1] == a[1]
+
+
+def test_margin_reaches_the_loader_and_bad_margins_are_named():
+    config = {"parts_task": "relation", "image_size": 32, "gap": 8, "margin": 4, "num_train": 4, "num_valid": 4, "num_test": 4}
+    data = load_parts_data(Config("DependencyViT", "parts", config_dict=config))
+    assert (data.test.parts[:, :4] == 0).all() and (data.test.parts[:, :, -4:] == 0).all()
+    for bad in (-1, 9):
+        with pytest.raises(ValueError, match="margin: expected"):
+            load_parts_data(Config("DependencyViT", "parts", config_dict={**config, "margin": bad}))

@@ -31,8 +31,17 @@ all four classes, and swapping the two parts' places flips the label (above <-> 
 relating the disc's patches to the square's patches decides it. Object ids are 1 on both parts, part ids 1
 (disc) and 2 (square). ``parts_task: types`` (default) is the multiset task above.
 
+``margin`` (relation task, default 0) keeps both parts at least that many px from the image border; the part
+sides then scale with the inner canvas ``image_size - 2 margin``. Issue #20 found that without it a bag of local
+8 px windows (``experiments/dependency_vit.py`` ``LocalBag``) reads the relation even with ``gap: 8`` at 32 px
+(0.93 test accuracy after 4 epochs, chance 0.25): with the gap the two parts are pushed against opposite borders,
+and a patch in the outermost row of patches lies in one 2x2 window where an inner patch lies in two, so the pooled
+bag weighs a part's border-side edge half as much as its other edge and learns which side of the image each part
+is on. With ``margin: 4`` (one patch of background all round, every part patch in the same number of windows) the
+same bag falls to 0.31.
+
 Keys (``vision/dataset/parts.yaml``): image_size, max_objects, num_train, num_valid, num_test, noise_std,
-split_seed, resample_train, parts_task, gap. Yields ``(x (3, S, S) float32, y int64)``.
+split_seed, resample_train, parts_task, gap, margin. Yields ``(x (3, S, S) float32, y int64)``.
 """
 
 from __future__ import annotations
@@ -152,17 +161,19 @@ def _relation_masks(image_size: int, disc: tuple[int, int, int], square: tuple[i
 
 
 def render_relation(rng: np.random.Generator, image_size: int, noise_std: float, gap: int = 4,
-                    swap: bool = False) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
+                    swap: bool = False, margin: int = 0) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
     """One ``relation`` image ``(3, S, S)``: a disc and a square at least ``gap`` px apart; label = where the
     disc lies relative to the square (:data:`RELATIONS`). Returns image, label, object ids, part ids (1 =
     disc, 2 = square). ``swap`` exchanges the two parts' boxes after drawing (same random draws otherwise),
-    which turns above into below and left into right."""
-    lo, hi = max(5, image_size * 9 // 32), max(6, image_size * 11 // 32)   # part side: 6-8 px at 24 px, 9-11 at 32
+    which turns above into below and left into right. ``margin``: px of background kept between the parts and
+    the border (the part sides scale with the inner canvas ``image_size - 2 margin``)."""
+    inner = image_size - 2 * margin
+    lo, hi = max(5, inner * 9 // 32), max(6, inner * 11 // 32)   # part side: 6-8 px at 24 px, 9-11 at 32
     for _ in range(1000):
         boxes = []
         for _p in range(2):
             side = int(rng.integers(lo, hi + 1))
-            y, x = (int(v) for v in rng.integers(0, image_size - side + 1, 2))
+            y, x = (int(v) for v in rng.integers(margin, image_size - margin - side + 1, 2))
             boxes.append((y, x, side))
         (y0, x0, s0), (y1, x1, s1) = boxes
         apart = y0 + s0 + gap <= y1 or y1 + s1 + gap <= y0 or x0 + s0 + gap <= x1 or x1 + s1 + gap <= x0
@@ -170,7 +181,8 @@ def render_relation(rng: np.random.Generator, image_size: int, noise_std: float,
         if apart and abs(abs(dy) - abs(dx)) >= 2:
             break
     else:
-        raise ValueError(f"could not place two parts {gap} px apart in {image_size} px; lower gap or raise image_size")
+        raise ValueError(f"could not place two parts {gap} px apart in {image_size} px with a {margin} px margin; "
+                         "lower gap or margin, or raise image_size")
     colours = (int(rng.choice(WARM)), int(rng.choice(COOL)))
     noise = rng.normal(0.0, noise_std, (image_size, image_size, 3)).astype(np.float32)
     if swap:
@@ -186,21 +198,23 @@ def render_relation(rng: np.random.Generator, image_size: int, noise_std: float,
     return img.transpose(2, 0, 1), relation_label(dy, dx), (parts > 0).astype(np.int64), parts
 
 
-def _render(rng: np.random.Generator, image_size: int, max_objects: int, noise_std: float, task: str, gap: int):
+def _render(rng: np.random.Generator, image_size: int, max_objects: int, noise_std: float, task: str, gap: int,
+            margin: int = 0):
     if task == "relation":
-        return render_relation(rng, image_size, noise_std, gap)
+        return render_relation(rng, image_size, noise_std, gap, margin=margin)
     return render_parts(rng, image_size, max_objects, noise_std)
 
 
 class PartsDataset(Dataset):
     """Rendered images with labels and per-pixel object / part ids. Yields ``(x, y)``."""
 
-    def __init__(self, n: int, image_size: int, max_objects: int, noise_std: float, seed: int, task: str = "types", gap: int = 4):
+    def __init__(self, n: int, image_size: int, max_objects: int, noise_std: float, seed: int, task: str = "types", gap: int = 4,
+                 margin: int = 0):
         if n < 1:
             raise ValueError(f"number of images must be >= 1, got {n}")
         _check_task(task)
         rng = np.random.default_rng(seed)
-        items = [_render(rng, image_size, max_objects, noise_std, task, gap) for _ in range(n)]
+        items = [_render(rng, image_size, max_objects, noise_std, task, gap, margin) for _ in range(n)]
         self.images = torch.from_numpy(np.stack([it[0] for it in items]))          # (n, 3, S, S)
         self.labels = torch.tensor([it[1] for it in items], dtype=torch.long)     # (n,)
         self.objects = torch.from_numpy(np.stack([it[2] for it in items]))        # (n, S, S)
@@ -218,12 +232,13 @@ class FreshPartsDataset(Dataset):
     a numpy generator from torch's global generator (reproducible under ``torch.manual_seed``). Yields
     ``(x, y)`` like :class:`PartsDataset`; it keeps no masks."""
 
-    def __init__(self, n: int, image_size: int, max_objects: int, noise_std: float, task: str = "types", gap: int = 4):
+    def __init__(self, n: int, image_size: int, max_objects: int, noise_std: float, task: str = "types", gap: int = 4,
+                 margin: int = 0):
         if n < 1:
             raise ValueError(f"number of images must be >= 1, got {n}")
         _check_task(task)
         self.n, self.image_size, self.max_objects, self.noise_std = int(n), int(image_size), int(max_objects), float(noise_std)
-        self.task, self.gap = task, int(gap)
+        self.task, self.gap, self.margin = task, int(gap), int(margin)
 
     def __len__(self) -> int:
         return self.n
@@ -232,7 +247,7 @@ class FreshPartsDataset(Dataset):
         if not 0 <= i < self.n:
             raise IndexError(f"index {i} out of range for {self.n} images")
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,))))
-        img, label, _, _ = _render(rng, self.image_size, self.max_objects, self.noise_std, self.task, self.gap)
+        img, label, _, _ = _render(rng, self.image_size, self.max_objects, self.noise_std, self.task, self.gap, self.margin)
         return (torch.from_numpy(img) - BACKGROUND) / 0.3, torch.tensor(label, dtype=torch.long)
 
 
@@ -244,19 +259,21 @@ def _check_task(task: str) -> None:
 def load_parts_data(config: Any) -> VisionData:
     size, k = int(config["image_size"]), int(config["max_objects"])
     task = str(config.get("parts_task", "types"))
-    gap = int(config.get("gap", 4))
+    gap, margin = int(config.get("gap", 4)), int(config.get("margin", 0))
     _check_task(task)
     if gap < 0:
         raise ValueError(f"gap: expected >= 0 px, got {gap}")
+    if not 0 <= 2 * margin <= size - 16:
+        raise ValueError(f"margin: expected 0 <= margin <= (image_size - 16) / 2 = {(size - 16) // 2} px, got {margin}")
     if size < 16:
         raise ValueError(f"image_size: expected >= 16 for the parts images, got {size}")
     if not 1 <= k <= 3:
         raise ValueError(f"max_objects: expected 1, 2 or 3, got {k}")
     noise, seed = float(config["noise_std"]), int(config["split_seed"])
-    splits: list[Dataset] = [PartsDataset(int(config[key]), size, k, noise, seed + i, task, gap)
+    splits: list[Dataset] = [PartsDataset(int(config[key]), size, k, noise, seed + i, task, gap, margin)
                              for i, key in enumerate(("num_train", "num_valid", "num_test"))]
     if config["resample_train"]:
-        splits[0] = FreshPartsDataset(int(config["num_train"]), size, k, noise, task, gap)
+        splits[0] = FreshPartsDataset(int(config["num_train"]), size, k, noise, task, gap, margin)
     if task == "relation":
         return VisionData(*splits, num_classes=len(RELATIONS), meta={"in_channels": 3, "image_size": size, "class_names": list(RELATIONS)})
     names = label_names(k)
