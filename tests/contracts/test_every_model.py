@@ -48,6 +48,8 @@ TINY_RUNS = {
     "TCPA": ("digits", {**DIGITS, "vit_depth": 1, "vit_dim": 16, "vit_heads": 2}),
     "OverLoCK": ("digits", {**DIGITS, "image_size": 16}),
     "DiT": ("digits-diffusion", {"train_batch_size": 256, "hidden_size": 16, "num_layers": 2, "num_heads": 2, "timesteps": 20}),
+    "UNet": ("digits16-diffusion", {"train_batch_size": 512, "image_size": 8, "timesteps": 20, "unet_channels": [8, 16], "context_dim": 8, "eval_draws": 1}),
+    "ASDMStudent": ("digits16-diffusion", {"train_batch_size": 512, "image_size": 8, "timesteps": 20, "eval_draws": 1, "teacher_overrides": {"unet_channels": [8, 16], "context_dim": 8}}),
     "ISTANet": ("skeleton-interaction", SKELETON),
     "LateFusionSkeleton": ("skeleton-interaction", SKELETON),
     "IMPN": ("gaze_objects", {"num_train": 40, "num_valid": 20, "num_test": 20}),

@@ -13,9 +13,10 @@ Sections 3-4 of the v3 PDF), as are its defaults:
   (a two-level graph); ``"sum"``: a softmax per branch, branch outputs summed per head.
 
 A token of the query's own region is also summarised in a global node; both edges are kept (counted twice,
-as the spec allows - documented, not corrected). Not implemented (reconstructions of the abstract too, out of
-this CPU scope): block pruning with progressive incubation, CLME-CondConv expert inheritance, semantic-aware
-supervision.
+as the spec allows - documented, not corrected). The students of the tiny UNet (GRI in place of its
+self-attention; pruned ResBlocks replaced by a CondConv with inherited experts; noise + feature distillation)
+are in ``vision/diffusion/asdm_unet.py``. Not implemented (reconstructions of the abstract too, out of this CPU
+scope): progressive incubation, semantic-aware supervision.
 
 Both interactions are a :class:`GraphAttention` (dot score, softmax, value message, projection update) on a
 graph whose senders are the tokens plus the summaries. The fast path runs it window by window (queries of a

@@ -62,3 +62,5 @@ def load_digits_diffusion(config: Any) -> DiffusionData:
 
 register_dataset("digits-diffusion", task="diffusion", loader=load_digits_diffusion,
                  description="scikit-learn 8x8 digits in [-1, 1] for diffusion models (10 classes)")
+register_dataset("digits16-diffusion", task=("diffusion", "diffusion-distill"), loader=load_digits_diffusion,
+                 description="scikit-learn digits upsampled (bilinear) to 16x16, in [-1, 1], for the UNet (10 classes)")
