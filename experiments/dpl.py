@@ -1,8 +1,11 @@
 """Dynamic Prompt Learning miniature: cross-attention leakage on two-digit scenes, before and after DPL (issue #16).
 
-A caption-conditioned denoiser (:class:`vision.diffusion.dpl.SceneDenoiser`) is trained through the Trainer on
-12 x 24 scenes of two digits (a left, b right, random offsets) captioned ``[sot, a, left, b, right, eot]``.
-(label dropout 0.1, sampled with classifier-free guidance ``--guidance``). Held-out test scenes are
+A caption-conditioned denoiser (:class:`vision.diffusion.dpl.SceneDenoiser`: adaLN-Zero on the step, the caption
+only through cross-attention) is trained through the Trainer (Min-SNR-5 loss weighting, label dropout 0.1; cached
+under ``results/dpl/`` keyed by its settings) on 12 x 24 scenes of two digits (a left, b right; centred in their
+halves with ``--positions fixed``, random offsets otherwise) captioned ``[sot, a, left, b, right, eot]``, and
+sampled with classifier-free guidance ``--guidance``; samples from noise are judged per box where they put their
+digits (:func:`locate_boxes`). ``experiments/dpl_diagnose.py`` explains the settings. Held-out test scenes are
 DDIM-inverted; per step, null-text inversion (baseline) or DPL then null-text inversion gives the source pass.
 Leakage of the two noun tokens' cross-attention maps (conditional pass; mean over heads, layers and steps) is
 measured on the source pass with the plain words and with DPL's per-step optimised placeholders. Word-swap
@@ -12,7 +15,7 @@ maps are replayed for the first ``--cross-replace`` of the steps (and self-atten
 and box 2 / background pixels should not change. A diagnostic compares the noise-prediction MSE with the
 right and with shuffled captions (does the denoiser use its caption at all?).
 
-    .venv/bin/python experiments/dpl.py [--epochs 40] [--scenes 64] [--publish]
+    .venv/bin/python experiments/dpl.py [--epochs 12] [--scenes 64] [--positions fixed] [--snr-gamma 5] [--publish]
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ from graphattn.results import Results, add_output_args  # noqa: E402
 from graphattn.training import MemoryRun, Trainer  # noqa: E402
 from vision.diffusion import judge as J  # noqa: E402
 from vision.diffusion.dpl import (PLACEHOLDERS, SceneDenoiser, SceneTask, box_masks, crop, cross_maps,  # noqa: E402
-                                  ddim_invert, denoise, dynamic_prompt_learning, leakage, scene_data, splice)
+                                  ddim_invert, denoise, dynamic_prompt_learning, leakage, locate_boxes, scene_data, splice)
 from vision.diffusion.task import DiffusionTask  # noqa: E402
 
 SCRIPT = "dpl"
@@ -72,6 +75,45 @@ def edit_metrics(judge, source, edited, boxes, objects_px, a_new) -> dict[str, f
             "change_box1": region(box1), "change_box2": region(box2), "change_background": region(bg)}
 
 
+def make_config(epochs: int, lr: float, seed: int) -> Config:
+    """The denoiser's training config (the diffusion task's keys; label dropout 0.1 for guidance)."""
+    return Config("DiT", "digits-diffusion", config_dict={
+        "epochs": epochs, "learning_rate": lr, "class_dropout": 0.1, "warmup_epochs": 1,
+        "eval_step": epochs, "show_progress": True, "device": "cpu", "seed": seed, "log_level": "INFO"})
+
+
+def denoiser_cache(folder: Path, variant: str, positions: str, epochs: int, lr: float, train_scenes: int,
+                   seed: int, snr_gamma: float | None = None) -> tuple[Path, dict]:
+    """Where a trained denoiser is cached and the settings it is keyed by (shared with dpl_diagnose.py)."""
+    key = {"variant": variant, "positions": positions, "epochs": epochs, "lr": lr, "train_scenes": train_scenes,
+           "seed": seed, "version": 3}
+    name = f"denoiser_{variant}_{positions}_{epochs}"
+    if snr_gamma is not None:
+        key["snr_gamma"] = snr_gamma
+        name += f"_snr{snr_gamma:g}"
+    return folder / name, key
+
+
+def train_or_load(config, scenes, model, prefix: Path, key: dict, snr_gamma: float | None = None):
+    """Train ``model`` through the Trainer, or load it from ``prefix``.pt when ``prefix``.json holds the same
+    ``key``. Returns (model, {"test_mse", "seconds"})."""
+    cache, meta_path = prefix.with_suffix(".pt"), prefix.with_suffix(".json")
+    if cache.exists() and meta_path.exists() and json.loads(meta_path.read_text()).get("key") == key:
+        model.load_state_dict(torch.load(cache, map_location="cpu", weights_only=True))
+        print(f"loaded the denoiser from {cache}")
+        return model, json.loads(meta_path.read_text())["train"]
+    t0 = time.time()
+    trainer = Trainer(config, SceneTask(config, scenes, snr_gamma), model, run=MemoryRun())
+    test = trainer.fit()
+    info = {"test_mse": test["mse"], "seconds": round(time.time() - t0, 1)}
+    with atomic_open(cache) as f:
+        torch.save(trainer.model.state_dict(), f)
+    with atomic_open(meta_path, "w") as f:
+        f.write(json.dumps({"key": key, "train": info}))
+    print(f"trained the denoiser: test mse {test['mse']:.4f} in {info['seconds']} s")
+    return trainer.model, info
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs", type=int, default=12, help="denoiser training epochs")
@@ -85,37 +127,32 @@ def main() -> None:
     p.add_argument("--null-lr", type=float, default=0.05, help="null-text inversion: Adam learning rate")
     p.add_argument("--cross-replace", type=float, default=0.8, help="P2P: fraction of steps with source cross maps")
     p.add_argument("--self-replace", type=float, default=0.4, help="P2P: fraction of steps with source self maps")
+    p.add_argument("--p2p-sweep", nargs="*", default=["0.4:0.0", "0.2:0.0"],
+                   help="further P2P settings 'cross:self' (fractions of steps) reported for plain words and DPL")
+    p.add_argument("--train-lr", type=float, default=3e-3, help="denoiser learning rate")
+    p.add_argument("--snr-gamma", type=float, default=5.0, help="denoiser: Min-SNR-gamma loss weighting (<= 0: plain MSE)")
+    p.add_argument("--conditioning", default="adaln", choices=("adaln", "adaln-pooled", "additive"),
+                   help="how the step (and, adaln-pooled, the pooled nouns) condition the blocks")
+    p.add_argument("--positions", default="fixed", choices=("random", "fixed"), help="digit corners in their halves")
     p.add_argument("--seed", type=int, default=0)
     add_output_args(p, SCRIPT)
     args = p.parse_args()
+    if args.snr_gamma is not None and args.snr_gamma <= 0:
+        args.snr_gamma = None
     torch.set_num_threads(1)
     out = Results.from_args(SCRIPT, args)
     t_start = time.time()
     torch.manual_seed(args.seed)
 
-    config = Config("DiT", "digits-diffusion", config_dict={
-        "epochs": args.epochs, "learning_rate": 3e-3, "class_dropout": 0.1, "warmup_epochs": 1,
-        "eval_step": args.epochs, "show_progress": True, "device": "cpu", "seed": args.seed, "log_level": "INFO"})
+    config = make_config(args.epochs, args.train_lr, args.seed)
     digits = DiffusionTask(config).data
-    scenes = scene_data(digits, {"train": args.train_scenes, "valid": 256, "test": max(256, args.scenes)}, args.seed)
-    model = SceneDenoiser(config, scenes)
-    cache, meta_path = out.dir / "scene_denoiser.pt", out.dir / "scene_denoiser.json"
-    key = {"epochs": args.epochs, "train_scenes": args.train_scenes, "seed": args.seed, "version": 2}
-    if cache.exists() and meta_path.exists() and json.loads(meta_path.read_text()).get("key") == key:
-        model.load_state_dict(torch.load(cache, map_location="cpu", weights_only=True))
-        train_info = json.loads(meta_path.read_text())["train"]
-        print(f"loaded the denoiser from {cache}")
-    else:
-        t0 = time.time()
-        trainer = Trainer(config, SceneTask(config, scenes), model, run=MemoryRun())
-        test = trainer.fit()
-        model = trainer.model
-        train_info = {"test_mse": test["mse"], "seconds": round(time.time() - t0, 1)}
-        with atomic_open(cache) as f:
-            torch.save(model.state_dict(), f)
-        with atomic_open(meta_path, "w") as f:
-            f.write(json.dumps({"key": key, "train": train_info}))
-        print(f"trained the denoiser: test mse {test['mse']:.4f} in {train_info['seconds']} s")
+    scenes = scene_data(digits, {"train": args.train_scenes, "valid": 256, "test": max(256, args.scenes)}, args.seed,
+                        args.positions)
+    torch.manual_seed(args.seed)
+    model = SceneDenoiser(config, scenes, conditioning=args.conditioning)
+    prefix, key = denoiser_cache(out.dir, args.conditioning, args.positions, args.epochs, args.train_lr,
+                                 args.train_scenes, args.seed, args.snr_gamma)
+    model, train_info = train_or_load(config, scenes, model, prefix, key, args.snr_gamma)
     model.eval()
     for prm in model.parameters():
         prm.requires_grad_(False)
@@ -135,8 +172,9 @@ def main() -> None:
     w, per_step = args.guidance, (1 if args.guidance == 1.0 else 2)
     # generation sanity: samples from noise with the test captions, each box judged
     x_gen = denoise(model, torch.randn(x0.shape, generator=g), y, args.steps, guidance=w)
-    gen = {"box1": float(J.accuracy(judge, crop(x_gen, boxes, 0), a).mean()),
-           "box2": float(J.accuracy(judge, crop(x_gen, boxes, 1), b).mean())}
+    at = locate_boxes(x_gen, args.positions)                                 # where each sample put its digits
+    gen = {"box1": float(J.accuracy(judge, crop(x_gen, at, 0), a).mean()),
+           "box2": float(J.accuracy(judge, crop(x_gen, at, 1), b).mean())}
     real = {"box1": float(J.accuracy(judge, crop(x0, boxes, 0), a).mean()),
             "box2": float(J.accuracy(judge, crop(x0, boxes, 1), b).mean())}
 
@@ -185,6 +223,14 @@ def main() -> None:
     rows = {"NTI + P2P (plain words)": edit_metrics(judge, recon, edit_plain, boxes, objects_px, a_new),
             "DPL + NTI + P2P": edit_metrics(judge, recon_dpl, edit_dpl, boxes, objects_px, a_new),
             "NTI, no map injection": edit_metrics(judge, recon, edit_none, boxes, objects_px, a_new)}
+    sweep = {}                                    # shorter map injection: a digit swap changes the shape too
+    for pair in args.p2p_sweep:
+        cr, sr = (float(v) for v in pair.split(":"))
+        inj = {**{nm: per_step * int(round(cr * args.steps)) for nm in model.cross_names()},
+               **{f"blocks.{i}.attn": per_step * int(round(sr * args.steps)) for i in range(len(model.blocks))}}
+        for label, es, st, nl, rec in (("plain", embs_plain, store_plain, nulls_plain, recon), ("DPL", embs, store_dpl, nulls, recon_dpl)):
+            ed = denoise(model, x_T, y_new, args.steps, swapped(es), inject=(st, inj), guidance=w, null_embeddings=nl)
+            sweep[f"{label} P2P cross {cr:g} self {sr:g}"] = edit_metrics(judge, rec, ed, boxes, objects_px, a_new)
     recon_err = {"plain": float((recon - x0).abs().mean()), "dpl": float((recon_dpl - x0).abs().mean())}
     recon_acc = {k: float(J.accuracy(judge, crop(r, boxes, 0), a).mean() * 0.5 + J.accuracy(judge, crop(r, boxes, 1), b).mean() * 0.5)
                  for k, r in (("plain", recon), ("dpl", recon_dpl))}
@@ -199,7 +245,7 @@ def main() -> None:
     for m in before:
         print(f"{m:28s} {before[m]:8.3f} {after[m]:10.3f}")
     print(f"\n{'word swap a -> a_new':28s} " + " ".join(f"{k:>14s}" for k in next(iter(rows.values()))))
-    for name, r in rows.items():
+    for name, r in {**rows, **sweep}.items():
         print(f"{name:28s} " + " ".join(f"{v:14.3f}" for v in r.values()))
     P, D = rows["NTI + P2P (plain words)"], rows["DPL + NTI + P2P"]
     checks = {
@@ -235,7 +281,7 @@ def main() -> None:
     out.write_json("dpl.json", {"config": vars(args), "train": train_info, "judge_real": real, "generation": gen, "caption_use": caption_use,
                                 "reconstruction_error": recon_err, "reconstruction_accuracy": recon_acc,
                                 "dpl_seconds": round(t_dpl, 1), "dpl_log": log, "leakage_before": before,
-                                "leakage_after": after, "edits": rows, "checks": checks,
+                                "leakage_after": after, "edits": rows, "edits_p2p_sweep": sweep, "checks": checks,
                                 "seconds": round(time.time() - t_start, 1)},
                    seeds=[args.seed, 1000 + args.seed])
     print(f"total {time.time() - t_start:.0f} s")

@@ -12,13 +12,26 @@ input embeddings are optimised *per denoising step* against losses on the cross-
     L = 1.0 L_att + 0.05 L_bg + 0.05 L_dj, up to 20 AdamW updates per step, stopping early once
     L_att < 0.3 e^{-i/25}, L_bg < 0.7 e^{-i/50} and L_dj < 0.9 e^{-i/25} (i = the step's index of 50).
 
-The scene: two 8x8 digits ``a`` (left half) and ``b`` (right half) at random offsets on a 12 x 24 canvas,
-captioned ``[sot, a, left, b, right, eot]``. :class:`SceneDenoiser` embeds the caption (token table + slot
-position, one self-attention layer = the "text encoder"), and every block of the image transformer (2 x 2
-patches, a 6 x 12 grid) has self-attention and cross-attention from the image tokens (receivers) to the
-caption tokens (senders), both :class:`GraphAttention`. Maps are read with
+The scene: two 8x8 digits ``a`` (left half) and ``b`` (right half) on a 12 x 24 canvas, at random even offsets
+or centred in their halves (``positions="fixed"``, the spec's simpler scene), captioned
+``[sot, a, left, b, right, eot]``. :class:`SceneDenoiser` embeds the caption (token table + slot positions at
+the token rows' scale, one self-attention layer and a final LayerNorm = the "text encoder"), and every block of
+the image transformer (2 x 2 patches, a 6 x 12 grid, learned + fixed 2-D sine-cosine positions) has
+self-attention and cross-attention from the image tokens (receivers) to the caption tokens (senders), both
+:class:`GraphAttention`; the step embedding conditions the blocks by adaLN-Zero (PixArt-alpha's block: the
+caption reaches the image only through the cross-attention). Maps are read with
 :func:`graphattn.interpret.capture_attention` (``detach=False`` while optimising, so the gradient reaches
 the placeholder embeddings through the post-softmax weights).
+
+Why this design (``experiments/dpl_diagnose.py``, ``docs/results/diffusion.md``): the first version (slot
+positions N(0, 0.02^2) beside N(0, 1) token rows, the step embedding *added* to the attention inputs, random
+offsets, plain eps-loss) did not follow its caption after 12 epochs: both image halves read the a and b slots
+equally (no routing), samples were judged at chance, and a DiT-style class-embedding oracle on that backbone
+failed as well. With adaLN-Zero the oracle learns its labels in the same budget while the caption model needs
+longer (it must first learn to route the left half to slot a); Min-SNR-gamma loss weighting (``SceneTask``)
+and the fixed-position scene get it there in 12 epochs. ``conditioning="additive"`` keeps the first backbone
+for that comparison; ``"adaln-pooled"`` also adds the encoded nouns to the step embedding (Imagen / SDXL's
+pooled text vector; not used: the caption would bypass the cross-attention).
 
 After DPL at each step, null-text inversion (Mokady et al.) fits the null caption's input embeddings so that
 the classifier-free-guided DDIM step lands on the DDIM-inversion latent; editing is Prompt-to-Prompt's word
@@ -32,6 +45,8 @@ steps (10, not 51) and its guided step clips x0 to [-1, 1] like the sampler. Pla
 class word's embedding, and each step starts from the previous step's result.
 
 Shapes: x_t (B, 1, 12, 24), t (B,), y (B,) = 10 a + b (100 = the null caption), emb (B, 6, D) -> eps.
+The null caption (label dropout while training, the unconditional branch of classifier-free guidance) is
+``[sot, NULL, left, NULL, right, eot]``: both nouns replaced by one NULL word.
 """
 from __future__ import annotations
 
@@ -51,8 +66,9 @@ from .data import DiffusionData
 from .dit import timestep_embedding
 from .task import DiffusionTask
 
-__all__ = ["SOT", "EOT", "LEFT", "RIGHT", "NULL", "PLACEHOLDERS", "CANVAS", "make_scenes", "scene_data",
-           "SceneTask", "SceneDenoiser", "caption_tokens", "cross_maps", "balance_loss", "disjoint_loss",
+__all__ = ["SOT", "EOT", "LEFT", "RIGHT", "NULL", "PLACEHOLDERS", "CANVAS", "POSITIONS", "make_scenes", "locate_boxes",
+           "sincos_2d", "scene_data",
+           "SceneTask", "min_snr_loss", "SceneDenoiser", "caption_tokens", "cross_maps", "balance_loss", "disjoint_loss",
            "background_loss", "leakage", "thresholds", "ddim_invert", "denoise", "dynamic_prompt_learning",
            "DPL_WEIGHTS", "DPL_THRESHOLDS", "crop", "box_masks", "splice", "inject_attention", "guided_eps", "null_caption"]
 
@@ -60,6 +76,7 @@ SOT, EOT, LEFT, RIGHT, NULL = 10, 11, 12, 13, 14
 VOCAB = 15
 PLACEHOLDERS = (1, 3)             # caption slots of digit a and digit b
 CANVAS = (12, 24)
+POSITIONS = ("random", "fixed")
 DPL_WEIGHTS = {"att": 1.0, "bg": 0.05, "dj": 0.05}
 DPL_THRESHOLDS = {"att": (25.0, 0.3), "bg": (50.0, 0.7), "dj": (25.0, 0.9)}   # (alpha, beta)
 
@@ -67,19 +84,26 @@ DPL_THRESHOLDS = {"att": (25.0, 0.3), "bg": (50.0, 0.7), "dj": (25.0, 0.9)}   # 
 # ----------------------------------------------------------------------------------------------- data
 
 def make_scenes(images: Tensor, labels: Tensor, n: int, generator: torch.Generator,
-                canvas: tuple[int, int] = CANVAS) -> tuple[Tensor, Tensor, Tensor]:
+                canvas: tuple[int, int] = CANVAS, positions: str = "random") -> tuple[Tensor, Tensor, Tensor]:
     """``n`` scenes of two random digits from ``images`` (M, 1, 8, 8) in [-1, 1].
 
     Returns x (n, 1, H, W) in [-1, 1], y (n,) = 10 a + b, boxes (n, 2, 2) = the (top, left) corner of digit a
-    (in the left half) and b (right half); corners are even so each box is a block of 4 x 4 patches."""
+    (in the left half) and b (right half); corners are even so each box is a block of 4 x 4 patches.
+    ``positions="random"`` draws the corners (even offsets); ``"fixed"`` centres each digit in its half."""
     h, w = canvas
+    if positions not in POSITIONS:
+        raise ValueError(f"positions: expected one of {POSITIONS}, got {positions!r}")
     if images.dim() != 4 or images.shape[1:] != (1, 8, 8):
         raise ValueError(f"make_scenes: expected images (M, 1, 8, 8), got {tuple(images.shape)}")
     if h < 8 or w < 16 or h % 2 or w % 4:
         raise ValueError(f"make_scenes: canvas must be at least 8 x 16 with even height and width % 4 == 0, got {canvas}")
     pick = torch.randint(0, len(labels), (n, 2), generator=generator)
-    tops = 2 * torch.randint(0, (h - 8) // 2 + 1, (n, 2), generator=generator)
-    lefts = 2 * torch.randint(0, (w // 2 - 8) // 2 + 1, (n, 2), generator=generator)
+    if positions == "random":
+        tops = 2 * torch.randint(0, (h - 8) // 2 + 1, (n, 2), generator=generator)
+        lefts = 2 * torch.randint(0, (w // 2 - 8) // 2 + 1, (n, 2), generator=generator)
+    else:
+        tops = torch.full((n, 2), (h - 8) // 4 * 2, dtype=torch.long)
+        lefts = torch.full((n, 2), (w // 2 - 8) // 4 * 2, dtype=torch.long)
     lefts[:, 1] += w // 2
     x = torch.full((n, 1, h, w), -1.0)
     for i in range(n):
@@ -90,22 +114,51 @@ def make_scenes(images: Tensor, labels: Tensor, n: int, generator: torch.Generat
     return x, y, torch.stack([tops, lefts], -1)
 
 
-def scene_data(digits: DiffusionData, sizes: Mapping[str, int], seed: int = 0) -> DiffusionData:
+def scene_data(digits: DiffusionData, sizes: Mapping[str, int], seed: int = 0, positions: str = "random") -> DiffusionData:
     """Scenes per split built from that split's digits (no digit image crosses splits); ``meta["boxes"]``."""
     g = torch.Generator().manual_seed(seed)
     splits, boxes = {}, {}
     for name in ("train", "valid", "test"):
-        x, y, b = make_scenes(*digits[name], int(sizes[name]), g)
+        x, y, b = make_scenes(*digits[name], int(sizes[name]), g, positions=positions)
         splits[name], boxes[name] = (x, y), b
     return DiffusionData(splits, num_classes=100, meta={"in_channels": 1, "image_size": CANVAS[0],
                                                         "width": CANVAS[1], "boxes": boxes})
 
 
 class SceneTask(DiffusionTask):
-    """The ``diffusion`` task on :func:`scene_data` (pass the data): the DDPM loss with captions y = 10 a + b."""
+    """The ``diffusion`` task on :func:`scene_data` (pass the data): the DDPM loss with captions y = 10 a + b.
+
+    ``snr_gamma`` (training only; evaluation stays the plain MSE): Min-SNR-gamma weighting (Hang et al.,
+    "Efficient Diffusion Training via Min-SNR Weighting Strategy", ICCV 2023) of each image's eps-MSE by
+    ``min(SNR_t, gamma) / SNR_t`` with ``SNR_t = abar_t / (1 - abar_t)``: the many nearly clean steps, whose
+    sharp-edge noise dominates the plain loss, stop drowning the noisy steps where the caption decides what is
+    drawn."""
+
+    def __init__(self, config: Mapping[str, Any], data: DiffusionData | None = None,
+                 snr_gamma: float | None = None) -> None:
+        super().__init__(config, data)
+        if snr_gamma is not None and not snr_gamma > 0:
+            raise ValueError(f"snr_gamma: expected a positive float or None, got {snr_gamma!r}")
+        self.snr_gamma = snr_gamma
 
     def build_model(self) -> nn.Module:
         raise TypeError("SceneTask trains a SceneDenoiser built by the caller; pass the model to the Trainer")
+
+    def loss(self, model: DiffusionModel, batch, phase: str):
+        if self.snr_gamma is None:
+            return model.loss(batch), {}
+        return min_snr_loss(model, batch, self.snr_gamma), {}
+
+
+def min_snr_loss(model: DiffusionModel, batch: Mapping[str, Tensor], gamma: float) -> Tensor:
+    """``mean_i min(SNR_t_i, gamma) / SNR_t_i * mean_pixels (eps_i - eps_theta)^2`` of a task batch
+    (labels dropped to the null caption where ``batch["drop"]``)."""
+    y = torch.where(batch["drop"], torch.full_like(batch["y"], model.null_class), batch["y"])
+    sched, t = model.schedule, batch["t"]
+    err = ((model(sched.q_sample(batch["x"], t, batch["noise"]), t, y) - batch["noise"]) ** 2).flatten(1).mean(1)
+    abar = sched.abar(t)
+    snr = abar / (1 - abar)
+    return (snr.clamp(max=gamma) / snr * err).mean()
 
 
 def box_masks(boxes: Tensor, canvas: tuple[int, int] = CANVAS, patch: int = 2) -> tuple[Tensor, Tensor]:
@@ -118,12 +171,44 @@ def box_masks(boxes: Tensor, canvas: tuple[int, int] = CANVAS, patch: int = 2) -
     return obj.float(), (~obj.any(1)).float()
 
 
+def locate_boxes(x: Tensor, positions: str = "random") -> Tensor:
+    """Where the digits of generated scenes ``x`` (n, 1, H, W) are: per half, the allowed corner
+    (:func:`make_scenes`' offsets) whose 8x8 window holds the most ink. (n, 2, 2) like ``boxes``; a sample's
+    digit can sit anywhere its caption allows, so judging it at a test scene's box would misjudge it."""
+    n, (h, w) = len(x), x.shape[-2:]
+    if positions not in POSITIONS:
+        raise ValueError(f"positions: expected one of {POSITIONS}, got {positions!r}")
+    _, _, fixed = make_scenes(torch.zeros(1, 1, 8, 8), torch.zeros(1, dtype=torch.long), 1, torch.Generator(),
+                              (h, w), "fixed")
+    if positions == "fixed":
+        return fixed.expand(n, 2, 2).clone()
+    ink = F.avg_pool2d((x.clamp(-1, 1) + 1) / 2, 8, stride=2)[:, 0]         # (n, (h-8)/2+1, (w-8)/2+1) by corner/2
+    tops, lefts = torch.arange(0, h - 7, 2), torch.arange(0, w // 2 - 7, 2)
+    out = torch.zeros(n, 2, 2, dtype=torch.long)
+    for k, shift in enumerate((0, w // 2)):
+        win = ink[:, tops[:, None] // 2, (lefts[None, :] + shift) // 2].flatten(1)   # (n, rows * cols)
+        best = win.argmax(1)
+        out[:, k, 0], out[:, k, 1] = tops[best // len(lefts)], lefts[best % len(lefts)] + shift
+    return out
+
+
 def crop(x: Tensor, boxes: Tensor, k: int) -> Tensor:
     """The 8x8 box of object ``k`` of every scene: (n, 1, H, W) -> (n, 1, 8, 8)."""
     return torch.stack([x[i, :, int(r):int(r) + 8, int(c):int(c) + 8] for i, (r, c) in enumerate(boxes[:, k])])
 
 
 # ----------------------------------------------------------------------------------------------- model
+
+def sincos_2d(rows: int, cols: int, dim: int) -> Tensor:
+    """Fixed 2-D sine-cosine position embeddings (MAE / DiT style) of a ``rows x cols`` grid, row-major:
+    half the channels encode the row, half the column. (1, rows * cols, dim)"""
+    if dim % 4:
+        raise ValueError(f"sincos_2d: dim must be divisible by 4, got {dim}")
+    freqs = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))
+    r = torch.arange(rows, dtype=torch.float32)[:, None].expand(rows, cols).reshape(-1, 1) * freqs
+    c = torch.arange(cols, dtype=torch.float32)[None, :].expand(rows, cols).reshape(-1, 1) * freqs
+    return torch.cat([r.sin(), r.cos(), c.sin(), c.cos()], -1)[None]
+
 
 def caption_tokens(y: Tensor) -> Tensor:
     """``y = 10 a + b`` -> ``[sot, a, left, b, right, eot]`` (B, 6); ``y = 100`` -> null nouns."""
@@ -151,29 +236,74 @@ class SceneBlock(nn.Module):
         return h + self.mlp(self.norm3(h))
 
 
+class SceneBlockAda(nn.Module):
+    """PixArt-alpha's block: adaLN-Zero on the step embedding around self-attention and the MLP (as in
+    :class:`vision.diffusion.dit.DiTBlock`), plain cross-attention to the caption in between:
+
+        (s1, k1, g1, s2, k2, g2) = W_ada SiLU(c)                       (W_ada zero-initialised)
+        h += g1 SelfAttn(LN(h) (1 + k1) + s1);  h += CrossAttn(LN h, ctx);  h += g2 MLP(LN(h) (1 + k2) + s2)
+    """
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.norm2 = nn.LayerNorm(dim)
+        self.norm3 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = GraphAttention(dim, heads=heads)
+        self.cross = GraphAttention(dim, heads=heads, src_dim=dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        nn.init.zeros_(self.ada[1].weight)
+        nn.init.zeros_(self.ada[1].bias)
+
+    def forward(self, h: Tensor, c: Tensor, ctx: Tensor) -> Tensor:
+        s1, k1, g1, s2, k2, g2 = self.ada(c)[:, None].chunk(6, -1)                       # each (B, 1, D)
+        h = h + g1 * self.attn(self.norm1(h) * (1 + k1) + s1)
+        h = h + self.cross(self.norm2(h), x_src=ctx)
+        return h + g2 * self.mlp(self.norm3(h) * (1 + k2) + s2)
+
+
+CONDITIONING = ("adaln", "adaln-pooled", "additive")
+
+
 class SceneDenoiser(DiffusionModel):
     """Caption-conditioned noise predictor on two-digit scenes (see the module docstring).
 
     Args: config (the task's timesteps, noise_schedule), data (:func:`scene_data`), dim = 64, layers = 3,
-    heads = 2, patch = 2.
+    heads = 2, patch = 2, conditioning = ``"adaln"`` (:class:`SceneBlockAda`) | ``"adaln-pooled"`` (also the
+    encoded nouns added to the step embedding) | ``"additive"`` (the first design, :class:`SceneBlock`).
     """
 
     def __init__(self, config: Mapping[str, Any], data: DiffusionData, dim: int = 64, layers: int = 3,
-                 heads: int = 2, patch: int = 2) -> None:
+                 heads: int = 2, patch: int = 2, conditioning: str = "adaln") -> None:
         super().__init__(config, data)
+        if conditioning not in CONDITIONING:
+            raise ValueError(f"conditioning: expected one of {CONDITIONING}, got {conditioning!r}")
+        self.conditioning = conditioning
         self.height, self.width = self.image_size, int(data.meta["width"])
         if self.height % patch or self.width % patch:
             raise ValueError(f"patch {patch} must divide the canvas {self.height} x {self.width}")
         self.patch, self.dim, self.grid = patch, dim, (self.height // patch, self.width // patch)
         self.tokens = nn.Embedding(VOCAB, dim)
-        self.slot = nn.Parameter(torch.randn(6, dim) * 0.02)
+        self.slot = nn.Parameter(torch.randn(6, dim))           # same scale as the N(0, 1) token rows
         self.text_norm = nn.LayerNorm(dim)
         self.text_attn = GraphAttention(dim, heads=heads)
+        self.text_out = nn.LayerNorm(dim)                        # the text encoder's final norm (CLIP's ln_final)
         self.embed = nn.Linear(patch * patch, dim)
+        self.register_buffer("pos_fixed", sincos_2d(*self.grid, dim), persistent=False)
         self.pos = nn.Parameter(torch.randn(1, self.grid[0] * self.grid[1], dim) * 0.02)
         self.t_mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
-        self.blocks = nn.ModuleList(SceneBlock(dim, heads) for _ in range(layers))
-        self.norm = nn.LayerNorm(dim)
+        block = SceneBlock if conditioning == "additive" else SceneBlockAda
+        self.blocks = nn.ModuleList(block(dim, heads) for _ in range(layers))
+        if conditioning == "adaln-pooled":                       # Imagen / SDXL: pooled text into the step embedding
+            self.pool = nn.Linear(2 * dim, dim)
+        if conditioning != "additive":
+            self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+            self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+            nn.init.zeros_(self.final_ada[1].weight)
+            nn.init.zeros_(self.final_ada[1].bias)
+        else:
+            self.norm = nn.LayerNorm(dim)
         self.out = nn.Linear(dim, patch * patch)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
@@ -185,7 +315,11 @@ class SceneDenoiser(DiffusionModel):
     def encode(self, emb: Tensor) -> Tensor:
         """The "text encoder": slot positions + one self-attention layer. (B, 6, D) -> (B, 6, D)"""
         e = emb + self.slot
-        return e + self.text_attn(self.text_norm(e))
+        return self.text_out(e + self.text_attn(self.text_norm(e)))
+
+    def t_cond(self, t: Tensor) -> Tensor:
+        """The step embedding ``c`` (B, D) every block adds to its attention inputs."""
+        return self.t_mlp(timestep_embedding(t, self.dim))
 
     def cross_names(self) -> list[str]:
         return [f"blocks.{i}.cross" for i in range(len(self.blocks))]
@@ -195,12 +329,18 @@ class SceneDenoiser(DiffusionModel):
         if x_t.dim() != 4 or tuple(x_t.shape[1:]) != (1, self.height, self.width):
             raise ValueError(f"SceneDenoiser: expected x_t (B, 1, {self.height}, {self.width}), got {tuple(x_t.shape)}")
         ctx = self.encode(self.caption_embeddings(y) if emb is None else emb)
-        c = self.t_mlp(timestep_embedding(t, self.dim))                                    # (B, D)
+        c = self.t_cond(t)                                                                 # (B, D)
+        if self.conditioning == "adaln-pooled":
+            c = c + self.pool(ctx[:, list(PLACEHOLDERS)].flatten(1))
         tok = x_t.reshape(b, gh, p, gw, p).permute(0, 1, 3, 2, 4).reshape(b, gh * gw, p * p)
-        h = self.embed(tok) + self.pos
+        h = self.embed(tok) + self.pos_fixed + self.pos
         for block in self.blocks:
             h = block(h, c, ctx)
-        out = self.out(self.norm(h))                                                       # (B, P, p*p)
+        h = self.norm(h)
+        if self.conditioning != "additive":
+            shift, scale = self.final_ada(c)[:, None].chunk(2, -1)
+            h = h * (1 + scale) + shift
+        out = self.out(h)                                                                  # (B, P, p*p)
         return out.reshape(b, gh, gw, p, p).permute(0, 1, 3, 2, 4).reshape(b, 1, self.height, self.width)
 
 

@@ -8,7 +8,7 @@ from graphattn.interpret import capture_attention
 from vision.diffusion.dpl import (CANVAS, PLACEHOLDERS, SceneDenoiser, background_loss, balance_loss, box_masks,
                                   caption_tokens, crop, cross_maps, ddim_invert, denoise, disjoint_loss,
                                   dynamic_prompt_learning, guided_eps, inject_attention, leakage, make_scenes,
-                                  null_caption, scene_data, thresholds)
+                                  locate_boxes, null_caption, scene_data, sincos_2d, thresholds)
 
 CONFIG = {"timesteps": 50, "noise_schedule": "cosine"}
 
@@ -226,3 +226,83 @@ def test_null_text_inversion_fits_the_inversion_trajectory():
                                                trajectory=traj, null_inner=10, null_lr=0.1)
     assert all(torch.equal(e, model.caption_embeddings(y)) for e in embs)      # inner = 0: plain words
     assert len(nulls) == 3 and log["null_mse"][0] < 0.95 * plain                # step 0 lands nearer x_{t1}
+
+
+def test_fixed_positions_and_locating_generated_digits():
+    digits = _digits()
+    g = torch.Generator().manual_seed(0)
+    x, y, boxes = make_scenes(*digits["train"], 4, g, positions="fixed")
+    assert boxes.tolist() == [[[2, 2], [2, 14]]] * 4                          # centred in each half of 12 x 24
+    assert torch.equal(locate_boxes(x, "fixed"), boxes)
+    x, y, boxes = make_scenes(*digits["train"], 30, g)                         # random even corners
+    assert torch.equal(locate_boxes(x), boxes)
+    blank = torch.full((1, 1, *CANVAS), -1.0)
+    blank[0, 0, 4:12, 16:24] = 1.0                                            # ink in the right half's last corner
+    assert locate_boxes(blank)[0, 1].tolist() == [4, 16]
+    with pytest.raises(ValueError, match="positions"):
+        make_scenes(*digits["train"], 2, g, positions="grid")
+    with pytest.raises(ValueError, match="positions"):
+        locate_boxes(x, "grid")
+
+
+def test_sincos_positions_and_caption_slots_tell_the_nouns_apart():
+    pos = sincos_2d(2, 3, 8)
+    assert pos.shape == (1, 6, 8)
+    # row-major: token 4 = (row 1, col 1); channels [sin r, cos r, sin c, cos c] with frequencies 1, 1e-2
+    f = torch.tensor([1.0, 0.01])
+    assert torch.allclose(pos[0, 4], torch.cat([f.sin(), f.cos(), f.sin(), f.cos()]))
+    assert torch.equal(pos[0, 1, :4], pos[0, 2, :4]) and not torch.equal(pos[0, 1, 4:], pos[0, 2, 4:])
+    with pytest.raises(ValueError, match="divisible by 4"):
+        sincos_2d(2, 2, 6)
+    # the same digit in both noun slots must reach the cross-attention as two different keys (the slot
+    # positions are at the token rows' scale): with 0.02-scale slots the two were near copies (cos > 0.99)
+    model, _ = _model()
+    ctx = model.encode(model.caption_embeddings(torch.tensor([33, 77])))
+    cos = torch.nn.functional.cosine_similarity(ctx[:, 1], ctx[:, 3], dim=-1)
+    assert (cos < 0.9).all(), cos
+    assert torch.allclose(ctx.std(-1, unbiased=False), torch.ones(2, 6), atol=1e-3)   # final LayerNorm
+
+
+def test_adaln_block_starts_as_cross_attention_only_and_conditioning_is_checked():
+    from vision.diffusion.dpl import SceneBlockAda
+    torch.manual_seed(0)
+    block = SceneBlockAda(16, 2)
+    h, c, ctx = torch.randn(3, 5, 16), torch.randn(3, 16), torch.randn(3, 6, 16)
+    # adaLN-Zero: gates start at 0, so self-attention and the MLP add nothing; the caption path is open
+    assert torch.allclose(block(h, c, ctx), h + block.cross(block.norm2(h), x_src=ctx), atol=1e-6)
+    with torch.no_grad():
+        block.ada[1].bias.normal_()
+    assert not torch.allclose(block(h, c, ctx), h + block.cross(block.norm2(h), x_src=ctx), atol=1e-3)
+    data = scene_data(_digits(), {"train": 2, "valid": 2, "test": 2})
+    with pytest.raises(ValueError, match="conditioning"):
+        SceneDenoiser(CONFIG, data, dim=16, conditioning="film")
+    legacy = SceneDenoiser(CONFIG, data, dim=16, conditioning="additive")
+    assert legacy(data["test"][0], torch.zeros(2, dtype=torch.long), data["test"][1]).shape == (2, 1, *CANVAS)
+
+
+def test_min_snr_weighting_against_hand_computed_weights():
+    from vision.diffusion.dpl import SceneTask, min_snr_loss
+    model, data = _model()
+    torch.nn.init.normal_(model.out.weight, std=0.1)
+    x, y = (v[:4] for v in data["train"])
+    g = torch.Generator().manual_seed(0)
+    batch = {"x": x, "y": y, "t": torch.tensor([0, 10, 25, 49]), "noise": torch.randn(x.shape, generator=g),
+             "drop": torch.tensor([False, True, False, False])}
+    with torch.no_grad():
+        got = min_snr_loss(model, batch, 5.0)
+        yy = torch.where(batch["drop"], torch.full_like(y, 100), y)
+        total = 0.0
+        for i in range(4):
+            t = batch["t"][i:i + 1]
+            abar = float(model.schedule.abar(t))
+            snr = abar / (1 - abar)
+            x_t = abar ** 0.5 * x[i:i + 1] + (1 - abar) ** 0.5 * batch["noise"][i:i + 1]
+            err = float(((model(x_t, t, yy[i:i + 1]) - batch["noise"][i:i + 1]) ** 2).mean())
+            total += min(snr, 5.0) / snr * err
+        assert got.item() == pytest.approx(total / 4, rel=1e-4)
+        # a gamma above every SNR is the plain DDPM loss; the task uses the weighting only when asked
+        assert min_snr_loss(model, batch, 1e9).item() == pytest.approx(model.loss(batch).item(), rel=1e-4)
+    config = {**CONFIG, "class_dropout": 0.1, "eval_draws": 1, "seed": 0, "dataset": "scenes"}
+    assert SceneTask(config, data).loss(model, batch, "train")[0].item() == pytest.approx(model.loss(batch).item())
+    with pytest.raises(ValueError, match="snr_gamma"):
+        SceneTask(config, data, snr_gamma=0.0)
