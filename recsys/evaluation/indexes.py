@@ -99,6 +99,8 @@ def _build_one(x: np.ndarray, spec: str, params: str | None, where: str = "") ->
         raise ValueError(f"faiss cannot build index '{spec}': {_faiss_message(e)}; use a factory string such as "
                          f"{EXAMPLES}") from None
     ivf = faiss.try_extract_index_ivf(idx)
+    if ivf is not None:  # the IVF inside a pre-transform (OPQ, PCA) comes back as a bare IndexIVF: give it its type
+        ivf = faiss.downcast_index(ivf)
     for part in (idx, ivf):
         if getattr(part, "do_polysemous_training", False):
             # IndexIVFPQ's default: a code-permutation search for polysemous (Hamming) filtering, which the

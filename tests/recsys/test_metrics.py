@@ -72,3 +72,27 @@ def test_several_unknown_metrics_each_get_a_suggestion():
     with pytest.raises(ValueError) as info:
         check_metric_names(["recal", "ndgc", "hit"])
     assert str(info.value).endswith("; 'recal': did you mean 'recall'?; 'ndgc': did you mean 'ndcg'?")
+
+
+def test_truthy_hits_count_once_and_ndcg_needs_relevant_items():
+    # hits given as counts (e.g. from a sparse product): any non-zero entry is one hit
+    counts = np.array([[2, 0, 3]])
+    np.testing.assert_allclose(recall(counts, [2], 3), [1.0])
+    np.testing.assert_allclose(precision(counts, [2], 3), [2 / 3])
+    # a user without relevant items (n_true 0, or a negative count clipped to 0) has NDCG 0 whatever the list holds
+    hits = np.array([[True, False], [True, True]])
+    assert ndcg(hits, np.array([0, -1]), 2).tolist() == [0.0, 0.0]
+
+
+def test_float_counts_are_accepted_for_n_true_and_count_hits_for_ndcg_kgat():
+    np.testing.assert_allclose(ndcg(HITS, N_TRUE.astype(np.float64), 4), ndcg(HITS, N_TRUE, 4))
+    counts = HITS.astype(np.int64) * 3                       # truthy counts: each is one hit
+    np.testing.assert_allclose(ndcg_kgat(counts, N_TRUE, 2), ndcg_kgat(HITS, N_TRUE, 2))
+
+
+def test_ndcg_divides_into_a_zeroed_buffer_without_warnings():
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")       # numpy warns when `where=` leaves an uninitialised output
+        ndcg(HITS, N_TRUE, 4)
+        ndcg_kgat(HITS, N_TRUE, 4)
