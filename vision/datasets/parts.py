@@ -38,7 +38,7 @@ sides then scale with the inner canvas ``image_size - 2 margin``. Issue #20 foun
 and a patch in the outermost row of patches lies in one 2x2 window where an inner patch lies in two, so the pooled
 bag weighs a part's border-side edge half as much as its other edge and learns which side of the image each part
 is on. With ``margin: 4`` (one patch of background all round, every part patch in the same number of windows) the
-same bag falls to 0.31.
+same bag falls to chance (0.28; ``docs/results/dependency_vit_parts/check_32px_gap8{,_margin4}.json``).
 
 Keys (``vision/dataset/parts.yaml``): image_size, max_objects, num_train, num_valid, num_test, noise_std,
 split_seed, resample_train, parts_task, gap, margin. Yields ``(x (3, S, S) float32, y int64)``.
