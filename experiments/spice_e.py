@@ -8,7 +8,7 @@ p = 0.5, the paper's text dropout), then sampled with the null label and the gui
 digit. Structure fidelity = IoU(abstraction(sample), g); class accuracy = the CNN judge's accuracy w.r.t. the
 digit the guidance came from. Baselines: the unconditional model, SDEdit (noise the guidance image to step
 t0, denoise with the unconditional model), and (c) the ablations: a per-token (diagonal) Z instead of the
-token mixer, and the guidance term added to the keys instead of the queries (values stay the target's).
+token mixer, and the guidance term added to the keys or to the values instead of the queries.
 
     .venv/bin/python experiments/spice_e.py [--dit saved/DiT-...] [--epochs 10] [--publish]
 """
@@ -80,7 +80,7 @@ def main() -> None:
 
     # (b) fine-tune through the Trainer: Spice-E and the two ablations (c)
     variants = {"Spice-E (full Z)": ("full", "query"), "Spice-E (diagonal Z)": ("diagonal", "query"),
-                "guidance on keys (full Z)": ("full", "key")}
+                "guidance on keys (full Z)": ("full", "key"), "guidance on values (full Z)": ("full", "value")}
     models, ft = {}, {}
     for name, (mixing, inject) in variants.items():
         torch.manual_seed(args.seed)
@@ -149,6 +149,8 @@ def main() -> None:
         "(c) full token-mixing Z IoU >= diagonal Z": spice["iou"]["mean"] >= by["Spice-E (diagonal Z)"]["iou"]["mean"],
         "(c) guidance on queries IoU >= on keys": spice["iou"]["mean"] >= by["guidance on keys (full Z)"]["iou"]["mean"],
         "(c) guidance on queries class accuracy >= on keys": spice["accuracy"]["mean"] >= by["guidance on keys (full Z)"]["accuracy"]["mean"],
+        "(c) guidance on queries IoU >= on values": spice["iou"]["mean"] >= by["guidance on values (full Z)"]["iou"]["mean"],
+        "(c) guidance on queries class accuracy >= on values": spice["accuracy"]["mean"] >= by["guidance on values (full Z)"]["accuracy"]["mean"],
     }
     print("\nchecks:")
     for k, v in checks.items():

@@ -18,7 +18,8 @@ null label (the "unconditional" model); the "text" condition is the class label,
 ``class_dropout`` while fine-tuning (paper: 0.5); the guidance shape of a digit is its 2x2-block average,
 binarised (:func:`abstraction`); ``mixing="diagonal"`` (a per-token gate instead of the full token-mixing Z)
 is the ablation of the token mixer, ``inject="key"`` (the guidance term added to the keys; values stay the
-target's) the ablation of where the guidance enters. Shap-E's transmitter / renderer have no counterpart: the images are the
+target's) and ``inject="value"`` (the term added to the values instead: the guidance then changes *what* a token
+reads, not where it looks) the ablations of where the guidance enters. Shap-E's transmitter / renderer have no counterpart: the images are the
 shapes.
 
 Shapes: x_t, g (B, 1, S, S), t (B,), y (B,) -> eps (B, 1, S, S).
@@ -33,15 +34,38 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from graphattn.attention import GraphAttention
+from graphattn.attention.messages import Message, ValueMessage
 from graphattn.attention.scores import DotProductScore, Score
 
 from .dit import DiT, DiTBlock, _modulate, timestep_embedding
 from .task import DiffusionTask
 
-__all__ = ["CrossEntityScore", "CrossEntityBlock", "SpiceE", "SpiceTask", "abstraction", "iou", "MIXINGS", "INJECTS"]
+__all__ = ["CrossEntityScore", "CrossEntityMessage", "CrossEntityBlock", "SpiceE", "SpiceTask", "abstraction", "iou",
+           "MIXINGS", "INJECTS"]
 
 MIXINGS = ("full", "diagonal")
-INJECTS = ("query", "key")
+INJECTS = ("query", "key", "value")
+
+
+def _add_guidance_params(module: nn.Module, source: nn.Linear, tokens: int, mixing: str) -> None:
+    """``module.g_proj`` (a copy of ``source``'s weight: W_q2 = W_q, or W_k / W_v), the zero-initialised token mixer
+    ``module.z`` ((N, N) for ``"full"``, (N, 1) for ``"diagonal"``) and bias ``module.z_bias`` (N, 1)."""
+    if mixing not in MIXINGS:
+        raise ValueError(f"mixing: unknown {mixing!r}; expected one of {', '.join(MIXINGS)}")
+    module.mixing = mixing
+    module.g_proj = nn.Linear(source.in_features, source.out_features, bias=False)
+    with torch.no_grad():
+        module.g_proj.weight.copy_(source.weight)
+    module.z = nn.Parameter(torch.zeros(tokens, tokens) if mixing == "full" else torch.zeros(tokens, 1))
+    module.z_bias = nn.Parameter(torch.zeros(tokens, 1))
+
+
+def _guidance_term(module: nn.Module, g: Tensor, where: str) -> Tensor:
+    """``Z (W_2 g) + b_Z`` for guidance features g (..., N, D) -> (..., N, H * Dh)."""
+    if g.shape[-2] != module.z.shape[0]:
+        raise ValueError(f"{where}: Z is tied to {module.z.shape[0]} tokens, got {g.shape[-2]}")
+    g = module.g_proj(g)
+    return (module.z @ g if module.mixing == "full" else module.z * g) + module.z_bias
 
 
 def abstraction(x: Tensor, block: int = 2) -> Tensor:
@@ -70,7 +94,9 @@ class CrossEntityScore(Score):
         base: the pretrained block's :class:`DotProductScore` (W_q1 = W_q2 = its W_q, W_k copied).
         tokens: N, the fixed number of tokens (Z is N x N, tied to the token order).
         mixing: ``"full"`` (Z an N x N matrix) or ``"diagonal"`` (a per-token gate, no mixing).
-        inject: ``"query"`` (Spice-E) or ``"key"``.
+        inject: ``"query"`` (Spice-E), ``"key"``, or ``"value"`` (then this score holds no guidance term: q = W_q x,
+            k = W_k x, with x the target half of the senders' ``[target ; guidance]`` features, and
+            :class:`CrossEntityMessage` adds the term to the values).
     """
 
     sdpa = True
@@ -84,27 +110,21 @@ class CrossEntityScore(Score):
         self.heads, self.head_dim, self.scale, self.mixing, self.inject = base.heads, base.head_dim, base.scale, mixing, inject
         self.dim = base.q.in_features
         self.q1, self.k = copy.deepcopy(base.q), copy.deepcopy(base.k)
-        source = base.q if inject == "query" else base.k
-        self.g_proj = nn.Linear(self.dim, source.out_features, bias=False)   # W_q2 (or W_k2)
-        with torch.no_grad():
-            self.g_proj.weight.copy_(source.weight)
-        self.z = nn.Parameter(torch.zeros(tokens, tokens) if mixing == "full" else torch.zeros(tokens, 1))
-        self.z_bias = nn.Parameter(torch.zeros(tokens, 1))
+        if inject != "value":
+            _add_guidance_params(self, base.q if inject == "query" else base.k, tokens, mixing)   # W_q2 (or W_k2), Z, b_Z
 
     def project(self, x_dst: Tensor, x_src: Tensor) -> tuple[Tensor, Tensor]:
         if x_dst.shape[-1] != 2 * self.dim:
             raise ValueError(f"CrossEntityScore: receivers must carry [target ; guidance] features of width "
                              f"{2 * self.dim}, got {x_dst.shape[-1]}")
         x, g = x_dst.split(self.dim, -1)
-        if x.shape[-2] != self.z.shape[0]:
-            raise ValueError(f"CrossEntityScore: Z is tied to {self.z.shape[0]} tokens, got {x.shape[-2]}")
-        g = self.g_proj(g)                                                    # (..., N, H * Dh)
-        mixed = (self.z @ g if self.mixing == "full" else self.z * g) + self.z_bias   # Z (N, N) @ (..., N, H * Dh)
+        if self.inject == "value":                      # senders carry [target ; guidance] for the message
+            x_src = x_src[..., :self.dim]
         q, k = self.q1(x), self.k(x_src)
         if self.inject == "query":
-            q = q + mixed
-        else:
-            k = k + mixed
+            q = q + _guidance_term(self, g, "CrossEntityScore")              # Z (N, N) @ (..., N, H * Dh)
+        elif self.inject == "key":
+            k = k + _guidance_term(self, g, "CrossEntityScore")
         return q.unflatten(-1, (self.heads, self.head_dim)), k.unflatten(-1, (self.heads, self.head_dim))
 
     def edge(self, q, k, edge_index, edge_type=None):
@@ -112,6 +132,27 @@ class CrossEntityScore(Score):
 
     def dense(self, q, k):
         return torch.matmul(q, k.transpose(-1, -2)) * self.scale
+
+
+class CrossEntityMessage(Message):
+    """The ``inject="value"`` ablation: values ``W_v x + Z (W_v2 LN_g(g)) + b_Z`` from senders that carry
+    ``[target ; guidance]`` features (W_v2 = W_v copied, Z and b_Z zero-initialised, so at conversion the values
+    are the pretrained ones). Shapes: x_src (..., N, 2D) -> (..., N, H, Dv)."""
+
+    def __init__(self, base: ValueMessage, tokens: int, mixing: str = "full"):
+        super().__init__()
+        self.heads, self.value_dim = base.heads, base.value_dim
+        self.v = copy.deepcopy(base.v)
+        self.dim = base.v.in_features
+        _add_guidance_params(self, base.v, tokens, mixing)
+
+    def project(self, x_src: Tensor) -> Tensor:
+        if x_src.shape[-1] != 2 * self.dim:
+            raise ValueError(f"CrossEntityMessage: senders must carry [target ; guidance] features of width "
+                             f"{2 * self.dim}, got {x_src.shape[-1]}")
+        x, g = x_src.split(self.dim, -1)
+        v = self.v(x) + _guidance_term(self, g, "CrossEntityMessage")
+        return v.unflatten(-1, (self.heads, self.value_dim))
 
 
 class CrossEntityBlock(nn.Module):
@@ -126,14 +167,19 @@ class CrossEntityBlock(nn.Module):
         self.norm1, self.norm2 = copy.deepcopy(block.norm1), copy.deepcopy(block.norm2)
         self.norm_g = copy.deepcopy(block.norm1)
         self.mlp, self.ada = copy.deepcopy(block.mlp), copy.deepcopy(block.ada)
-        self.attn = GraphAttention(2 * dim, dim, attn.heads, attn.head_dim, src_dim=dim,
+        self.guided_senders = inject == "value"
+        if self.guided_senders and not isinstance(attn.message, ValueMessage):
+            raise TypeError(f"inject='value' converts a ValueMessage, got {type(attn.message).__name__}")
+        message = CrossEntityMessage(attn.message, tokens, mixing) if self.guided_senders else copy.deepcopy(attn.message)
+        self.attn = GraphAttention(2 * dim, dim, attn.heads, attn.head_dim, src_dim=2 * dim if self.guided_senders else dim,
                                    score=CrossEntityScore(attn.score, tokens, mixing, inject),
-                                   message=copy.deepcopy(attn.message), update=copy.deepcopy(attn.update))
+                                   message=message, update=copy.deepcopy(attn.update))
 
     def forward(self, h: Tensor, c: Tensor, g: Tensor) -> Tensor:
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c)[:, None].chunk(6, -1)
         x = _modulate(self.norm1(h), shift1, scale1)
-        h = h + gate1 * self.attn(torch.cat([x, self.norm_g(g)], -1), x_src=x)
+        receivers = torch.cat([x, self.norm_g(g)], -1)
+        h = h + gate1 * self.attn(receivers, x_src=receivers if self.guided_senders else x)
         return h + gate2 * self.mlp(_modulate(self.norm2(h), shift2, scale2))
 
 

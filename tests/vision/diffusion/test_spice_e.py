@@ -1,12 +1,13 @@
 import pytest
 import torch
 
+from graphattn.attention.messages import ValueMessage
 from graphattn.attention.scores import DotProductScore
 from graphattn.config import Config
 from graphattn.training import Trainer
 from vision.diffusion.data import load_digits_diffusion
 from vision.diffusion.dit import DiT
-from vision.diffusion.spice_e import CrossEntityScore, SpiceE, SpiceTask, abstraction, iou
+from vision.diffusion.spice_e import CrossEntityMessage, CrossEntityScore, SpiceE, SpiceTask, abstraction, iou
 
 CFG = {"hidden_size": 16, "num_layers": 2, "num_heads": 2, "mlp_ratio": 2.0, "patch_size": 2, "timesteps": 50,
        "noise_schedule": "cosine", "image_size": 8, "valid_ratio": 0.1, "test_ratio": 0.2, "split_seed": 0}
@@ -27,7 +28,8 @@ def inputs():
     return x, torch.tensor([2, 20, 45]), torch.tensor([0, 4, 10]), torch.rand(3, 1, 8, 8, generator=g) * 2 - 1
 
 
-@pytest.mark.parametrize("mixing,inject", [("full", "query"), ("diagonal", "query"), ("full", "key")])
+@pytest.mark.parametrize("mixing,inject", [("full", "query"), ("diagonal", "query"), ("full", "key"), ("full", "value"),
+                                           ("diagonal", "value")])
 def test_conversion_is_bit_identical_to_the_pretrained_model(dit, mixing, inject):
     x, t, y, g = inputs()
     spice = SpiceE(dit, mixing, inject).eval()
@@ -60,11 +62,33 @@ def test_query_formula_by_hand_and_keys_ignore_the_guidance():
     assert torch.allclose(k3.flatten(-2), ref_k, atol=1e-5) and torch.allclose(q3.flatten(-2), base.q(x))
 
 
-def test_z_gets_a_gradient_and_then_the_guidance_matters(dit):
+def test_value_ablation_formula_by_hand_and_scores_ignore_the_guidance():
+    torch.manual_seed(0)
+    base_score, base_msg = DotProductScore(4, 4, heads=2, head_dim=2), ValueMessage(4, heads=2, value_dim=2)
+    score = CrossEntityScore(base_score, tokens=3, inject="value")
+    message = CrossEntityMessage(base_msg, tokens=3)
+    assert not hasattr(score, "z")                              # the score holds no guidance term in this ablation
+    with torch.no_grad():
+        message.z.normal_()
+        message.z_bias.normal_()
+    x, g = torch.randn(2, 3, 4), torch.randn(2, 3, 4)
+    senders = torch.cat([x, g], -1)
+    q, k = score.project(senders, senders)
+    assert torch.allclose(q.flatten(-2), base_score.q(x)) and torch.allclose(k.flatten(-2), base_score.k(x))
+    wv, bv = base_msg.v.weight, base_msg.v.bias
+    ref = x @ wv.T + bv + torch.einsum("ij,bjd->bid", message.z, g @ wv.T) + message.z_bias
+    assert torch.allclose(message.project(senders).flatten(-2), ref, atol=1e-5)
+    with pytest.raises(ValueError, match="CrossEntityMessage: senders must carry"):
+        message.project(x)
+
+
+@pytest.mark.parametrize("inject", ["query", "value"])
+def test_z_gets_a_gradient_and_then_the_guidance_matters(dit, inject):
     x, t, y, g = inputs()
-    spice = SpiceE(dit).train()
+    spice = SpiceE(dit, inject=inject).train()
     spice(x, t, y, g).pow(2).mean().backward()
-    z = spice.blocks[0].attn.score.z
+    attn = spice.blocks[0].attn
+    z = (attn.score if inject == "query" else attn.message).z
     assert z.grad is not None and float(z.grad.abs().sum()) > 0
     with torch.no_grad():
         z.add_(0.5)
@@ -84,7 +108,7 @@ def test_bad_inputs_give_clear_errors(dit):
     with pytest.raises(ValueError, match="mixing"):
         SpiceE(dit, "sparse")
     with pytest.raises(ValueError, match="inject"):
-        SpiceE(dit, "full", "value")
+        SpiceE(dit, "full", "output")
     x, t, y, g = inputs()
     with pytest.raises(ValueError, match="guidance g must have the shape"):
         SpiceE(dit)(x, t, y, g[:, :, :4, :4])
