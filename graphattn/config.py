@@ -153,6 +153,7 @@ class Config:
         self.task = task.name
         self._values: dict[str, Any] = {}
         self._sources: dict[str, str] = {}
+        self._default_sources: dict[str, str] = {}   # the defaults layer that last set each key (for type errors)
         self._types: dict[str, type | None] = {}
         self._nullable: dict[str, bool] = {}
         self._layers: list[str] = []
@@ -196,6 +197,7 @@ class Config:
                 self._nullable[key] = value is None
             self._values[key] = value
             self._sources[key] = where
+            self._default_sources[key] = where
 
     def _apply_overrides(self, data: dict[str, Any], where: str) -> None:
         self._layers.append(where)
@@ -230,7 +232,7 @@ class Config:
             return float(value)
         elif isinstance(value, expected) and not (isinstance(value, bool) and expected is not bool):
             return value
-        default_from = self._sources.get(key, "?")
+        default_from = self._default_sources.get(key, "?")
         raise TypeError(
             f"config key '{key}' in {where}: expected {expected.__name__} (the type of its default in "
             f"{default_from}), got {'null' if value is None else _describe(value)}"

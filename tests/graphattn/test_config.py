@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import yaml
 
@@ -200,3 +202,159 @@ def test_parse_cli_overrides():
 def test_cli_overrides_flow_into_config(toy_task):
     cfg = Config(toy_task.model, toy_task.dataset, config_dict=parse_cli_overrides(["--dropout=0", "--topk=[1]"]))
     assert cfg["dropout"] == 0.0 and cfg["topk"] == [1]
+
+
+# ------------------------------------------------------------------ mutation-testing gaps (#22)
+
+def _sections(text):
+    """{section header: [key lines]} of str(config)."""
+    out, current = {}, None
+    for line in text.split("\n"):
+        if line.startswith("# from ") or line.startswith("# set by "):
+            current = line
+            out[current] = []
+        elif current is not None:
+            out[current].append(line)
+    return out
+
+
+def test_str_lists_each_key_under_the_layer_it_came_from(toy_task):
+    cfg = Config(toy_task.model, toy_task.dataset, config_dict={"level": "cli"})
+    cfg["hidden_size"] = 4
+    cfg["pretrained"] = {"a": [1, 2]}
+    cfg["topk"] = list(range(40))
+    text = str(cfg)
+    lines = text.split("\n")
+    assert lines[0] == f"# model: {toy_task.model}   dataset: {toy_task.dataset}   task: {toy_task.task}"
+    sections = _sections(text)
+    for header, body in sections.items():
+        where = header.removeprefix("# from ").removeprefix("# set by ")
+        keys = [line.split(":", 1)[0] for line in body]
+        assert keys == sorted(k for k in cfg._values if cfg._sources[k] == where), header
+    assert sections["# from command line"] == ["level: cli"]                # a string, without YAML's "..." end
+    assert sections["# set by assignment"] == ["hidden_size: 4", "pretrained: {a: [1, 2]}",
+                                               "topk: [" + ", ".join(map(str, range(40))) + "]"]
+    assert len(lines) == 1 + sum(1 + len(b) for b in sections.values())
+
+
+def test_format_value_keeps_long_values_on_one_line_up_to_10000_columns():
+    from graphattn.config import _format_value
+    assert _format_value("x") == "x" and _format_value(None) == "null" and _format_value(3) == "3"
+    assert _format_value({"a": {"b": 1}}) == "{a: {b: 1}}"
+    # pins the wrap width: the first break comes after column 10 000
+    assert [len(line) for line in _format_value(["abc"] + [0] * 3400).split("\n")] == [10001, 205]
+    assert _format_value(object()).startswith("<object object at ")
+
+
+def test_load_applies_overrides_and_names_missing_keys(toy_task, tmp_path):
+    out = Config(toy_task.model, toy_task.dataset).save(tmp_path / "config.yaml")
+    again = Config.load(out, config_dict={"hidden_size": 5})
+    assert again["hidden_size"] == 5 and again.source("hidden_size") == "command line"
+    bare = _write(tmp_path / "bare.yaml", "hidden_size: 3\n")
+    with pytest.raises(ValueError, match=r"^.*bare\.yaml: a saved config needs 'model' and 'dataset' keys; missing or "
+                                         r"not a string: model, dataset$"):
+        Config.load(bare)
+    half = _write(tmp_path / "half.yaml", f"model: {toy_task.model}\ndataset: 3\n")
+    with pytest.raises(ValueError, match=r"missing or not a string: dataset$"):
+        Config.load(half)
+
+
+def test_cli_values_yaml_spellings_and_equals_signs():
+    got = parse_cli_overrides(["--a=true", "--b=false", "--c=~", "--d=null", "--e=x=y", "--f==", "--g", "5"])
+    assert got == {"a": True, "b": False, "c": None, "d": None, "e": "x=y", "f": "=", "g": 5}
+    assert got["a"] is True and got["b"] is False
+    assert parse_cli_overrides(["--a", "TRUE"]) == {"a": "TRUE"}
+
+
+def test_saved_file_keeps_the_key_order_flow_lists_and_unicode(toy_task, tmp_path):
+    cfg = Config(toy_task.model, toy_task.dataset, config_dict={"level": "café"})
+    out = cfg.save(tmp_path / "c.yaml")
+    text = out.read_text(encoding="utf-8")
+    assert text.startswith(f"# merged config of {toy_task.model} on {toy_task.dataset} (task {toy_task.task})\n"
+                           f"model: {toy_task.model}\ndataset: {toy_task.dataset}\n")
+    assert list(yaml.safe_load(text)) == list(cfg.to_dict())              # the config's order, not sorted
+    assert "\ntopk: [10, 20]\n" in text and "\nlevel: café\n" in text
+
+
+def test_missing_key_message_and_null_defaults_across_layers(toy_task):
+    cfg = Config(toy_task.model, toy_task.dataset)
+    with pytest.raises(KeyError, match=r"^\"no config key 'zzzzzz'\"$"):
+        cfg["zzzzzz"]
+    with pytest.raises(KeyError, match=r"^\"no config key 'sed'; did you mean 'seed'\?\"$"):
+        cfg["sed"]
+    # 'pretrained' is null in the task layer and a str in the model layer: str or null from then on
+    model_yaml = toy_task.root / "model" / f"{toy_task.model}.yaml"
+    model_yaml.write_text("level: model\nhidden_size: 16\npretrained: p.pt\ndropout: null\n")
+    cfg = Config(toy_task.model, toy_task.dataset)
+    with pytest.raises(TypeError, match=rf"^config key 'pretrained' in assignment: expected str \(the type of its "
+                                        rf"default in {re.escape(str(model_yaml))}\), got int 3$"):
+        cfg["pretrained"] = 3
+    cfg = Config(toy_task.model, toy_task.dataset, config_dict={"pretrained": None, "dropout": None})
+    assert cfg["pretrained"] is None and cfg["dropout"] is None
+    cfg["pretrained"] = "q.pt"
+    cfg["dropout"] = 0.25                                     # a float default made nullable later: both fine
+
+
+def test_wrong_type_message_names_the_layer_of_the_default(toy_task):
+    cfg = Config(toy_task.model, toy_task.dataset)
+    model_yaml = toy_task.root / "model" / f"{toy_task.model}.yaml"
+    with pytest.raises(TypeError, match=rf"^config key 'hidden_size' in assignment: expected int \(the type of its "
+                                        rf"default in {re.escape(str(model_yaml))}\), got str 'x'$"):
+        cfg["hidden_size"] = "x"
+    # after overrides from a file and the command line, the message still names the default's file, not the
+    # layer that set the value last
+    override = toy_task.root / "override.yaml"
+    override.write_text("hidden_size: 32\n")
+    cfg = Config(toy_task.model, toy_task.dataset, config_files=[override], config_dict={"hidden_size": 48})
+    assert cfg.source("hidden_size") == "command line"
+    with pytest.raises(TypeError, match=rf"^config key 'hidden_size' in assignment: expected int \(the type of its "
+                                        rf"default in {re.escape(str(model_yaml))}\), got str 'x'$"):
+        cfg["hidden_size"] = "x"
+
+
+def test_plain_dataset_names_and_required_default_layers(toy_task, monkeypatch):
+    from graphattn import config as C
+    assert C._is_plain_name("ml-100k") and C._is_plain_name("a.b")
+    for name in (".", "..", "a/b", "/abs"):
+        assert not C._is_plain_name(name), name
+    with pytest.raises(TypeError, match=r"^dataset must be a non-empty str, got 3$"):
+        Config(toy_task.model, 3)
+    with pytest.raises(TypeError, match=r"^dataset must be a non-empty str, got ''$"):
+        Config(toy_task.model, "")
+    toy_task.overall.unlink()                                  # the task's overall.yaml is required
+    with pytest.raises(FileNotFoundError, match=r"^config file '.*overall\.yaml' not found$"):
+        Config(toy_task.model, toy_task.dataset)
+
+
+def test_the_core_defaults_are_required(toy_task, monkeypatch, tmp_path):
+    from graphattn import config as C
+    monkeypatch.setattr(C, "CORE_OVERALL", tmp_path / "missing.yaml")
+    with pytest.raises(FileNotFoundError, match=r"^config file '.*missing\.yaml' not found$"):
+        Config(toy_task.model, toy_task.dataset)
+
+
+def test_yaml_error_positions_and_errors_without_a_position(tmp_path, monkeypatch):
+    bad = _write(tmp_path / "bad.yaml", "a: 1\nb: [1, 2\n")
+    try:
+        yaml.safe_load(bad.read_text())
+    except yaml.YAMLError as exc:
+        mark = exc.problem_mark
+    with pytest.raises(ValueError, match=rf"^.*bad\.yaml: invalid YAML at line {mark.line + 1}, column "
+                                         rf"{mark.column + 1}: "):
+        load_yaml(bad)
+
+    def no_mark(*a, **k):
+        raise yaml.YAMLError("boom")
+    monkeypatch.setattr(yaml, "load", no_mark)
+    with pytest.raises(ValueError, match=r"^.*bad\.yaml: invalid YAML: boom$"):
+        load_yaml(bad)
+
+
+def test_a_task_without_a_dataset_folder(toy_task):
+    from graphattn import registry
+    with registry._scratch():
+        registry.register_task("t_nodir", task=type("T", (), {}), overall=toy_task.overall,
+                               model_dir=toy_task.root / "model")
+        registry.register_model("M_nodir", task="t_nodir")(type("M_nodir", (), {}))
+        cfg = Config("M_nodir", "anything")
+        assert cfg["level"] == "task" and cfg.task == "t_nodir"

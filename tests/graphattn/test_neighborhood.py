@@ -140,3 +140,21 @@ def test_auto_picks_block_for_small_windows():
     assert NeighborhoodAttention(8, 2, (16, 16), 4).resolve_impl() == "masked"
     assert NeighborhoodAttention(8, 2, (16, 16), 12).resolve_impl() == "masked"
     assert GraphAttention  # the layer the primitive is built on
+
+
+# ---------------------------------------------------------------------------------- mutation-testing gaps (#22)
+
+def test_tiles_path_uses_the_scores_scale_and_dropout():
+    torch.manual_seed(0)
+    layer = NeighborhoodAttention(4, 1, (4, 4), 2, stride=2, dropout=0.5).double()
+    assert layer.is_tiled()
+    x = torch.randn(1, 16, 4, dtype=torch.double)
+    layer.eval()
+    layer.attn.score.scale = 3.0                                   # not SDPA's default 1/sqrt(Dh)
+    assert torch.allclose(layer(x, impl="block"), layer(x, impl="masked"), atol=1e-10)
+    layer.train()
+    torch.manual_seed(1)
+    a = layer(x, impl="block")
+    torch.manual_seed(2)
+    b = layer(x, impl="block")
+    assert not torch.allclose(a, b)                                # attention dropout is applied in training
