@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from graphattn.config import load_yaml
-from graphattn.registry import get_dataset, get_model
+from graphattn.registry import get_model
 from graphattn.training import find_checkpoint, load_checkpoint
 
 from .base import DiffusionModel
@@ -98,6 +98,7 @@ def distill_losses(student: DiffusionModel, teacher: DiffusionModel, x_t, t, y, 
 
 class DistillTask(DiffusionTask):
     __doc__ = __doc__
+    task_name = "diffusion-distill"
 
     def __init__(self, config: Mapping[str, Any], data: DiffusionData | None = None) -> None:
         super().__init__(config, data)
@@ -107,13 +108,6 @@ class DistillTask(DiffusionTask):
         self.teacher, self.teacher_config = load_teacher(config, self.data)
         self.step_losses: list[float] = []
         self.step_terms: list[dict[str, float]] = []
-
-    def load_data(self, config):
-        data = get_dataset(config["dataset"], "diffusion-distill").loader(config)
-        if not isinstance(data, DiffusionData):
-            raise TypeError(f"loader of dataset '{config['dataset']}' returned {type(data).__name__}, "
-                            "expected vision.diffusion.data.DiffusionData")
-        return data
 
     def setup(self, model, device) -> None:
         super().setup(model, device)

@@ -29,6 +29,7 @@ class DiffusionTask(Task):
     model_base = DiffusionModel
     metric = "mse"
     mode = "min"
+    task_name = "diffusion"         # the registry's task whose datasets load_data looks up
 
     def __init__(self, config: Mapping[str, Any], data: DiffusionData | None = None) -> None:
         super().__init__(config, data)
@@ -44,7 +45,7 @@ class DiffusionTask(Task):
         self.generator = torch.Generator().manual_seed(int(config["seed"]))
 
     def load_data(self, config):
-        data = get_dataset(config["dataset"], "diffusion").loader(config)
+        data = get_dataset(config["dataset"], self.task_name).loader(config)
         if not isinstance(data, DiffusionData):
             raise TypeError(f"loader of dataset '{config['dataset']}' returned {type(data).__name__}, "
                             "expected vision.diffusion.data.DiffusionData")
