@@ -358,3 +358,16 @@ def test_a_task_without_a_dataset_folder(toy_task):
         registry.register_model("M_nodir", task="t_nodir")(type("M_nodir", (), {}))
         cfg = Config("M_nodir", "anything")
         assert cfg["level"] == "task" and cfg.task == "t_nodir"
+
+
+def test_yaml_error_message_ends_with_the_problem_not_the_context(tmp_path):
+    # a flow list left open: str(exc) starts with the context ("while parsing a flow sequence"), the message must
+    # carry the problem itself
+    bad = _write(tmp_path / "open.yaml", "a: 1\nb: [1, 2\n")
+    try:
+        yaml.safe_load(bad.read_text())
+    except yaml.YAMLError as exc:
+        problem, first_line = exc.problem, str(exc).splitlines()[0]
+    assert problem != first_line
+    with pytest.raises(ValueError, match=rf": {re.escape(problem)}$"):
+        load_yaml(bad)
