@@ -133,21 +133,13 @@ class DistillTask(DiffusionTask):
 
     @torch.no_grad()
     def evaluate(self, model: DiffusionModel, split: str) -> dict[str, float]:
-        x, y = self.data[split]
-        if len(y) == 0:
-            raise ValueError(f"{split}: the split is empty; nothing to evaluate")
-        g = torch.Generator().manual_seed(12345)
-        size, sums, count = int(self.config["eval_batch_size"]), {"mse": 0.0, "teacher_mse": 0.0}, 0
-        for _ in range(self.draws):
-            for i in range(0, len(y), size):
-                batch = self._draw(x[i:i + size], y[i:i + size], g)
-                batch["drop"] = torch.zeros_like(batch["drop"])
-                batch = {k: v.to(self.device) for k, v in batch.items()}
-                x_t = model.schedule.q_sample(batch["x"], batch["t"], batch["noise"])
-                eps_s = model(x_t, batch["t"], batch["y"])
-                eps_t = self.teacher(x_t, batch["t"], batch["y"])
-                n = len(batch["y"])
-                sums["mse"] += float(F.mse_loss(eps_s, batch["noise"])) * n
-                sums["teacher_mse"] += float(F.mse_loss(eps_s, eps_t)) * n
-                count += n
+        sums, count = {"mse": 0.0, "teacher_mse": 0.0}, 0
+        for batch in self.eval_batches(split):
+            x_t = model.schedule.q_sample(batch["x"], batch["t"], batch["noise"])
+            eps_s = model(x_t, batch["t"], batch["y"])
+            eps_t = self.teacher(x_t, batch["t"], batch["y"])
+            n = len(batch["y"])
+            sums["mse"] += float(F.mse_loss(eps_s, batch["noise"])) * n
+            sums["teacher_mse"] += float(F.mse_loss(eps_s, eps_t)) * n
+            count += n
         return {k: v / count for k, v in sums.items()}

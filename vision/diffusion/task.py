@@ -73,21 +73,27 @@ class DiffusionTask(Task):
     def loss(self, model: DiffusionModel, batch, phase: str):
         return model.loss(batch), {}
 
-    @torch.no_grad()
-    def evaluate(self, model: DiffusionModel, split: str) -> dict[str, float]:
+    def eval_batches(self, split: str):
+        """The split's evaluation batches on the task's device: ``eval_draws`` passes with fixed (seeded) draws of
+        ``(t, eps)``, no label dropped; the same noise on every evaluation."""
         x, y = self.data[split]
         if len(y) == 0:
             raise ValueError(f"{split}: the split is empty; nothing to evaluate")
         g = torch.Generator().manual_seed(12345)
-        size, total, count = int(self.config["eval_batch_size"]), 0.0, 0
+        size = int(self.config["eval_batch_size"])
         for _ in range(self.draws):
             for i in range(0, len(y), size):
                 batch = self._draw(x[i:i + size], y[i:i + size], g)
                 batch["drop"] = torch.zeros_like(batch["drop"])
-                batch = {k: v.to(self.device) for k, v in batch.items()}
-                n = len(batch["y"])
-                total += float(model.loss(batch)) * n
-                count += n
+                yield {k: v.to(self.device) for k, v in batch.items()}
+
+    @torch.no_grad()
+    def evaluate(self, model: DiffusionModel, split: str) -> dict[str, float]:
+        total, count = 0.0, 0
+        for batch in self.eval_batches(split):
+            n = len(batch["y"])
+            total += float(model.loss(batch)) * n
+            count += n
         return {"mse": total / count}
 
     def state_dict(self) -> dict[str, Any]:
