@@ -37,7 +37,7 @@ import recsys.multitask  # noqa: E402,F401
 from graphattn.config import Config  # noqa: E402
 from graphattn.results import Results, add_output_args  # noqa: E402
 from graphattn.training import RunDir, Trainer  # noqa: E402
-from recsys.multitask.selection import PerTaskSelection  # noqa: E402
+from recsys.multitask.selection import PerTaskSelection, infnet_beats_baselines  # noqa: E402
 
 
 SETTINGS = ("epochs", "stopping_step", "device", "data_path", "all", "infnet", "threads")
@@ -123,14 +123,7 @@ def main() -> None:
         for name, s in summary.items():
             print(f"{name:15s} " + " ".join(f"{s[sel][c][0]:.4f}+-{s[sel][c][1]:.4f}"
                                             for c in [f"auc_{t}" for t in tasks] + ["mean_auc"]))
-    checks = {}
-    if {"INFNet", "SharedBottom", "MMoE"} <= set(summary):
-        for sel in ("per_task", "joint"):
-            inf = summary["INFNet"][sel]["mean_auc"][0]
-            base = max(summary["SharedBottom"][sel]["mean_auc"][0], summary["MMoE"][sel]["mean_auc"][0])
-            checks[f"infnet_beats_baselines_{sel}"] = bool(inf > base)
-            print(f"check ({sel}): INFNet mean AUC {inf:.4f} vs best of SharedBottom / MMoE {base:.4f}: "
-                  f"{'PASS' if inf > base else 'FAIL'}")
+    checks = infnet_beats_baselines(summary)
     seconds = time.time() - t_start
     print(f"total {seconds / 60:.1f} min")
     out.write_json("infnet_ml100k.json", {"args": vars(args), "tasks": tasks, "summary": summary, "checks": checks,

@@ -52,7 +52,7 @@ from graphattn.training import Trainer, seed_everything  # noqa: E402
 from recsys.multitask.data import synthetic_three_task  # noqa: E402
 from recsys.multitask.metrics import auc  # noqa: E402
 from recsys.multitask.oracle import blind_auc, in_like_auc, item_rate_auc, oracle_auc  # noqa: E402
-from recsys.multitask.selection import PerTaskSelection  # noqa: E402
+from recsys.multitask.selection import PerTaskSelection, infnet_beats_baselines  # noqa: E402
 from recsys.multitask.task import MultiTaskTask  # noqa: E402
 
 MODELS = ("INFNet", "SharedBottom", "MMoE", "TargetAttention")
@@ -245,13 +245,7 @@ def main() -> None:
         gain = summary["INFNet"]["per_task"]["auc_overlap"][0] - ref_mean["item_rate_auc"]["overlap"]
         checks["infnet_overlap_above_popularity"] = gain
         print(f"             INFNet overlap AUC - item popularity AUC = {gain:+.4f}")
-    if {"INFNet", "SharedBottom", "MMoE"} <= set(summary):
-        for sel in ("per_task", "joint"):
-            inf = summary["INFNet"][sel]["mean_auc"][0]
-            base = max(summary["SharedBottom"][sel]["mean_auc"][0], summary["MMoE"][sel]["mean_auc"][0])
-            checks[f"infnet_beats_baselines_{sel}"] = bool(inf > base)
-            print(f"check 1 ({sel}): INFNet mean AUC {inf:.4f} vs best of SharedBottom / MMoE {base:.4f}: "
-                  f"{'PASS' if inf > base else 'FAIL'}")
+    checks.update(infnet_beats_baselines(summary, "check 1"))
     if {"INFNet", "INFNet-noTaskTok"} <= set(summary):
         drop = {t: summary["INFNet"]["per_task"][f"auc_{t}"][0] - summary["INFNet-noTaskTok"]["per_task"][f"auc_{t}"][0]
                 for t in tasks}

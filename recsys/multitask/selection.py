@@ -13,7 +13,7 @@ import numpy as np
 
 from .task import evaluate_split
 
-__all__ = ["PerTaskSelection"]
+__all__ = ["PerTaskSelection", "infnet_beats_baselines"]
 
 
 class PerTaskSelection:
@@ -48,3 +48,19 @@ class PerTaskSelection:
     def valid_score(self) -> float:
         """Mean over tasks of each task's best validation AUC."""
         return float(np.mean([self.best[t] for t in self.tasks]))
+
+
+def infnet_beats_baselines(summary: dict, label: str = "check") -> dict[str, bool]:
+    """The spec's check, per selection ("per_task", "joint"): INFNet's mean AUC above the better of Shared-Bottom and
+    MMoE. ``summary[model][selection]["mean_auc"]`` is (mean, std) over seeds. Prints one PASS / FAIL line each and
+    returns ``{"infnet_beats_baselines_<selection>": bool}`` (empty when a model is missing)."""
+    checks: dict[str, bool] = {}
+    if not {"INFNet", "SharedBottom", "MMoE"} <= set(summary):
+        return checks
+    for sel in ("per_task", "joint"):
+        inf = summary["INFNet"][sel]["mean_auc"][0]
+        base = max(summary["SharedBottom"][sel]["mean_auc"][0], summary["MMoE"][sel]["mean_auc"][0])
+        checks[f"infnet_beats_baselines_{sel}"] = bool(inf > base)
+        print(f"{label} ({sel}): INFNet mean AUC {inf:.4f} vs best of SharedBottom / MMoE {base:.4f}: "
+              f"{'PASS' if inf > base else 'FAIL'}")
+    return checks
