@@ -1,9 +1,10 @@
 """`mutmut run` for a shared 2-core machine: the coverage run cached, and each mutant checked by its fast tests only.
 
-    python tools/mutation_fast.py [--cap SECONDS] [mutmut run arguments ...]
+    python tools/mutation_fast.py [--cap SECONDS] [--preload MODULE,...] [mutmut run arguments ...]
     python tools/mutation_fast.py --cap 1.5 --max-children 1 'graphattn.training.*' 'recsys.models.*'
+    python tools/mutation_fast.py --preload optuna,optuna.visualization.matplotlib 'graphattn.search.*'
 
-Two changes to a plain `mutmut run` (mutmut 3.8), both made by wrapping mutmut's own functions:
+Five changes to a plain `mutmut run` (mutmut 3.8), made by wrapping mutmut's own functions:
 
 - mutmut reruns the whole suite under coverage on every `mutmut run` (to mutate covered lines only). The result is
   kept in ``mutants/coverage-cache.pkl`` and reused; delete it when the covered lines change.
@@ -12,18 +13,34 @@ Two changes to a plain `mutmut run` (mutmut 3.8), both made by wrapping mutmut's
   fixture costs tens of seconds that the stats (call time only) record as 0, so a mutant's time limit runs out on it
   and mutmut reports a timeout, i.e. a kill, that no test made. The trimmed sets are not saved in
   ``mutants/mutmut-stats.json``.
+- ``--preload`` imports modules in mutmut's own process before it forks a child per mutant. A module that the code
+  imports lazily (optuna, matplotlib in ``graphattn/search.py``) is otherwise imported afresh in every child, a few
+  seconds that the stats (call time only) do not count either: the wall-clock limit, (estimated time + 1) x 15,
+  runs out and every mutant of such a function is reported as a timeout whatever its tests would have said.
+- each mutant's pytest gets its own temporary root (``PYTEST_DEBUG_TEMPROOT``, removed afterwards). With
+  ``--max-children`` > 1, two children otherwise share pytest's numbered ``tmp_path`` folders: a test that keeps an
+  SQLite file there (the Optuna studies of ``tests/graphattn/test_search.py``) waits on the other child's lock until
+  the time limit, and one child's cleanup can delete the other's files.
+- each child gets fresh tqdm locks. tqdm's write lock is a multiprocessing semaphore made once and inherited by every
+  forked child, and ``tqdm.refresh`` holds it without ``try / finally``: a mutant whose progress bar raises (a
+  mutated ``unit=None``) exits holding it, and every later child hangs on its first bar until the time limit,
+  each reported as a timeout.
 
 A mutant that survives here may still be killed by a slower test (a full training run, a contract test of every
 model): the score is a lower bound of the plain run's, and each survivor is a gap that a fast test should close.
 """
 
+import importlib
 import os
 import pickle
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import mutmut.__main__ as mm
 import mutmut.code_coverage as cc
+from mutmut.runners.harness import PytestRunner
 from mutmut.state import state
 
 CACHE = Path("mutants") / "coverage-cache.pkl"
@@ -37,6 +54,47 @@ def _parse_cap(argv):
         cap = float(argv[i + 1])
         del argv[i:i + 2]
     return cap
+
+
+def _preload(argv):
+    if "--preload" in argv:
+        i = argv.index("--preload")
+        names = [n for n in argv[i + 1].split(",") if n]
+        del argv[i:i + 2]
+        for name in names:
+            importlib.import_module(name)
+        print(f"preloaded {', '.join(names)}", flush=True)
+
+
+_run_tests = PytestRunner.run_tests
+
+
+def _fresh_tqdm_locks():
+    try:
+        import tqdm.std as ts
+    except ImportError:
+        return
+    if "mp_lock" in vars(ts.TqdmDefaultWriteLock):
+        del ts.TqdmDefaultWriteLock.mp_lock
+    ts.TqdmDefaultWriteLock.th_lock = ts.TRLock()
+    classes = [ts.tqdm]
+    while classes:
+        cls = classes.pop()
+        if "_lock" in vars(cls):
+            delattr(cls, "_lock")
+        classes.extend(cls.__subclasses__())
+
+
+def run_tests_in_own_tmp(self, *, mutant_name, tests):
+    if mutant_name is None:   # the stats and forced-fail runs: one process at a time
+        return _run_tests(self, mutant_name=mutant_name, tests=tests)
+    _fresh_tqdm_locks()
+    root = tempfile.mkdtemp(prefix="mutmut-")
+    os.environ["PYTEST_DEBUG_TEMPROOT"] = root
+    try:
+        return _run_tests(self, mutant_name=mutant_name, tests=tests)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 CAP = _parse_cap(sys.argv)
@@ -69,6 +127,8 @@ def fast_tests_only(*args, **kwargs):
 
 if __name__ == "__main__":
     os.chdir(Path(__file__).resolve().parents[1])
+    _preload(sys.argv)
+    PytestRunner.run_tests = run_tests_in_own_tmp
     mm.gather_coverage = cached_coverage
     mm.collect_or_load_stats = fast_tests_only
     sys.argv = ["mutmut", "run", *sys.argv[1:]]
