@@ -1,18 +1,19 @@
-"""`mutmut run` for a shared 2-core machine: the coverage run cached, and each mutant checked by its fast tests only.
+"""`mutmut run` that works on a shared 2-core machine (and is what `make mutate` runs).
 
-    python tools/mutation_fast.py [--cap SECONDS] [--preload MODULE,...] [mutmut run arguments ...]
+    python tools/mutation_fast.py [--cap SECONDS] [--fresh-coverage] [--preload MODULE,...] [mutmut run arguments ...]
     python tools/mutation_fast.py --cap 1.5 --max-children 1 'graphattn.training.*' 'recsys.models.*'
     python tools/mutation_fast.py --preload optuna,optuna.visualization.matplotlib 'graphattn.search.*'
 
 Five changes to a plain `mutmut run` (mutmut 3.8), made by wrapping mutmut's own functions:
 
 - mutmut reruns the whole suite under coverage on every `mutmut run` (to mutate covered lines only). The result is
-  kept in ``mutants/coverage-cache.pkl`` and reused; delete it when the covered lines change.
-- each mutated function's covering tests are cut to those that took at most ``--cap`` seconds in mutmut's stats run
-  (the fastest one is kept where none did), and ``tests/recsys/test_distributed.py`` is left out: its torchrun
-  fixture costs tens of seconds that the stats (call time only) record as 0, so a mutant's time limit runs out on it
-  and mutmut reports a timeout, i.e. a kill, that no test made. The trimmed sets are not saved in
-  ``mutants/mutmut-stats.json``.
+  kept in ``mutants/coverage-cache.pkl`` and reused; ``--fresh-coverage`` deletes it first (do so when the covered
+  lines may have changed: `make mutate` always does).
+- ``tests/recsys/test_distributed.py`` is left out of every mutant's tests: its torchrun fixture costs tens of seconds
+  that the stats (call time only) record as 0, so a mutant's time limit runs out on it and mutmut reports a timeout,
+  i.e. a kill, that no test made. With ``--cap SECONDS`` each mutated function's covering tests are also cut to those
+  that took at most that long in mutmut's stats run (the fastest one is kept where none did). The trimmed sets are not
+  saved in ``mutants/mutmut-stats.json``.
 - ``--preload`` imports modules in mutmut's own process before it forks a child per mutant. A module that the code
   imports lazily (optuna, matplotlib in ``graphattn/search.py``) is otherwise imported afresh in every child, a few
   seconds that the stats (call time only) do not count either: the wall-clock limit, (estimated time + 1) x 15,
@@ -26,7 +27,7 @@ Five changes to a plain `mutmut run` (mutmut 3.8), made by wrapping mutmut's own
   mutated ``unit=None``) exits holding it, and every later child hangs on its first bar until the time limit,
   each reported as a timeout.
 
-A mutant that survives here may still be killed by a slower test (a full training run, a contract test of every
+With ``--cap``, a mutant that survives may still be killed by a slower test (a full training run, a contract test of every
 model): the score is a lower bound of the plain run's, and each survivor is a gap that a fast test should close.
 """
 
@@ -48,7 +49,7 @@ SLOW_FIXTURE = ("tests/recsys/test_distributed.py",)
 
 
 def _parse_cap(argv):
-    cap = 1.5
+    cap = float("inf")
     if "--cap" in argv:
         i = argv.index("--cap")
         cap = float(argv[i + 1])
@@ -122,11 +123,15 @@ def fast_tests_only(*args, **kwargs):
             keep = {min(tests, key=lambda t: duration.get(t, 0))}
         before, after = before + len(tests), after + len(keep)
         state().tests_by_mangled_function_name[name] = keep
-    print(f"covering tests cut to those of <= {CAP} s: {before} -> {after} (function, test) pairs", flush=True)
+    cut = "" if CAP == float("inf") else f" and to those of <= {CAP} s"
+    print(f"covering tests without {SLOW_FIXTURE[0]}{cut}: {before} -> {after} (function, test) pairs", flush=True)
 
 
 if __name__ == "__main__":
     os.chdir(Path(__file__).resolve().parents[1])
+    if "--fresh-coverage" in sys.argv:
+        sys.argv.remove("--fresh-coverage")
+        CACHE.unlink(missing_ok=True)
     _preload(sys.argv)
     PytestRunner.run_tests = run_tests_in_own_tmp
     mm.gather_coverage = cached_coverage
