@@ -33,6 +33,17 @@ from graphattn.training import (MemoryRun, RunDir, Trainer, distributed, format_
 
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError)
 
+# systems of the papers that are analyses or sampling-time methods around a registered model, not a model that
+# --model trains: each runs through its script (which trains what it needs through the Trainer)
+EXPERIMENT_SYSTEMS = (
+    ("HeadHunter / SoftPAG guidance (on DiT)", "experiments/headhunter.py"),
+    ("Spice-E cross-entity guidance (on DiT)", "experiments/spice_e.py"),
+    ("DPL, Dynamic Prompt Learning", "experiments/dpl.py"),
+    ("A-SDM distillation (teacher: --model UNet)", "experiments/asdm.py"),
+    ("CHM-Corr++ interactive correspondence", "experiments/chm_corr.py"),
+    ("LMEye interactive perception", "experiments/lmeye.py"),
+)
+
 
 def _epilog() -> str:
     lines = ["registered models:"]
@@ -54,6 +65,10 @@ def _epilog() -> str:
     path_tasks = [t for t in list_tasks() if get_task(t).path_loader_ok]
     if path_tasks:
         lines.append(f"  --dataset may also be a directory path for: {', '.join(path_tasks)}")
+    lines.append("")
+    lines.append("run by their scripts, not --model (python <script> --help):")
+    width = max(len(name) for name, _ in EXPERIMENT_SYSTEMS)
+    lines.extend(f"  {name.ljust(width)}  {script}" for name, script in EXPERIMENT_SYSTEMS)
     lines.append("")
     lines.append("Any config key can be set with --key=value (values parsed as Python literals, e.g. --topk=[10,20]).")
     lines.append("Common ones (defaults in graphattn/overall.yaml and each task's overall.yaml):")

@@ -46,6 +46,12 @@ def test_help_lists_registered_models_and_datasets():
         assert re.search(rf"[ ,]{re.escape(name)}(,|$)", out, re.M), f"model {name} missing from --help"
     for name in datasets:
         assert f"  {name} (" in out, f"dataset {name} missing from --help"
+    # the paper systems that run through their experiment scripts are listed with a script that exists
+    import run
+    assert "run by their scripts, not --model" in out and len(run.EXPERIMENT_SYSTEMS) >= 6
+    for name, script in run.EXPERIMENT_SYSTEMS:
+        assert re.search(rf"^  {re.escape(name)} +{re.escape(script)}$", out, re.M), f"{name} missing from --help"
+        assert (ROOT / script).is_file(), script
 
 
 def test_unknown_model_is_one_line_exit_1(capsys):
