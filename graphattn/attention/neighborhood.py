@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops import mask_to_edge_index, neighborhood_indices, neighborhood_mask
-from .layer import AttentionWeights, GraphAttention
+from .layer import GraphAttention
 
 __all__ = ["NeighborhoodAttention", "neighborhood_groups"]
 
@@ -251,8 +251,7 @@ class NeighborhoodAttention(nn.Module):
             out = self.attn.update(x, agg.flatten(-2))                 # (B, N, D)
         if grid_input:
             out = out.reshape(out.shape[0], *self.shape, out.shape[-1])
-        return (out, weights if isinstance(weights, AttentionWeights) else AttentionWeights(weights)) \
-            if return_attention else out
+        return (out, weights) if return_attention else out   # weights: GraphAttention's AttentionWeights
 
     def _dropout_p(self) -> float:
         return self.attn.dropout if self.training else 0.0

@@ -185,3 +185,93 @@ def test_a_server_ignoring_range_restarts_the_file_and_the_bar_knows_the_size(tm
     assert dl.download("http://x/t.bin", tmp_path / "t.bin", expected_size=10,
                        show_progress=False).read_bytes() == body
     assert totals == [10, 10]
+
+
+def _serve(monkeypatch, body, status=200, length=True):
+    headers = {"Content-Length": str(len(body))} if length else {}
+    monkeypatch.setattr(dl.urllib.request, "urlopen", lambda req, timeout: _Resp(body, status, headers))
+
+
+def test_the_progress_bar_counts_bytes_of_the_total_from_the_resumed_offset_and_is_cleared(tmp_path, monkeypatch,
+                                                                                           capsys):
+    body = bytes(range(256)) * 20                               # 5120 bytes
+    capsys.readouterr()
+    _serve(monkeypatch, body)
+    dl.download("http://x/a.bin", tmp_path / "a.bin")
+    err = capsys.readouterr().err
+    # named after the file, a percentage of the total, SI-scaled byte counts; leave=False: no line is kept
+    assert err.startswith("\ra.bin:   0%|") and "| 0.00/5.12k [" in err and "?B/s]" in err
+    assert err.endswith("\r") and "\n" not in err
+    (tmp_path / "b.bin.part").write_bytes(body[:2048])
+    _serve(monkeypatch, body[2048:], 206)
+    dl.download("http://x/b.bin", tmp_path / "b.bin")
+    err = capsys.readouterr().err
+    assert err.startswith("\rb.bin:  40%|") and "| 2.05k/5.12k [" in err     # the bar's glyphs vary with the encoding
+    assert err.endswith("\r") and "\n" not in err
+    assert (tmp_path / "b.bin").read_bytes() == body
+    _serve(monkeypatch, body)
+    dl.download("http://x/c.bin", tmp_path / "c.bin", show_progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_the_first_download_logs_the_digest_it_records(tmp_path, monkeypatch, caplog):
+    import hashlib
+    import logging
+
+    body = b"payload"
+    _serve(monkeypatch, body)
+    with caplog.at_level(logging.INFO, logger=dl.log.name):
+        dl.download("http://x/l.bin", tmp_path / "l.bin", show_progress=False)
+    digest = hashlib.sha256(body).hexdigest()
+    assert [r.getMessage() for r in caplog.records if r.name == dl.log.name] == [
+        f"recorded sha256 {digest} for l.bin in {tmp_path / dl.SUMS_FILE}"]
+    assert dl.read_sums(tmp_path) == {"l.bin": digest}
+
+
+def test_the_whole_verification_message_for_a_published_and_a_recorded_sum(tmp_path, monkeypatch):
+    import hashlib
+
+    body, other = b"new bytes", b"old bytes"
+    _serve(monkeypatch, body)
+    want, got = hashlib.sha256(other).hexdigest(), hashlib.sha256(body).hexdigest()
+    dest = tmp_path / "v.bin"
+    with pytest.raises(ValueError) as err:
+        dl.download("http://x/v.bin", dest, sha256=want, show_progress=False)
+    assert str(err.value) == (f"{dest}: the file downloaded from http://x/v.bin does not verify (sha256 mismatch, "
+                              f"expected {want}, got {got}); it was deleted. Try again; if it persists the file "
+                              "changed upstream (the published checksum is in recsys/data/registry.py)")
+    dl.record_sum(tmp_path, "v.bin", want)                            # no published sum: the recorded one
+    with pytest.raises(ValueError) as err:
+        dl.download("http://x/v.bin", dest, show_progress=False)
+    assert str(err.value).endswith(f"changed upstream (remove its line from {tmp_path / dl.SUMS_FILE} to accept the "
+                                   "new version)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [dl.SUMS_FILE]
+
+
+def test_a_part_already_removed_by_another_process_still_gives_the_verification_error(tmp_path, monkeypatch):
+    # two processes fetching the same file: the other one failed verification first and removed the .part
+    _serve(monkeypatch, b"abc")
+    real = dl.verify
+
+    def verify_then_lose_the_part(path, *args):
+        try:
+            return real(path, *args)
+        finally:
+            path.unlink()
+    monkeypatch.setattr(dl, "verify", verify_then_lose_the_part)
+    with pytest.raises(ValueError, match=r"w\.bin: the file downloaded from http://x/w\.bin does not verify"):
+        dl.download("http://x/w.bin", tmp_path / "w.bin", sha256="0" * 64, show_progress=False)
+
+
+def test_a_cut_off_body_names_the_url_the_byte_counts_and_the_part(tmp_path, monkeypatch):
+    class Short(_Resp):
+        def __init__(self):
+            super().__init__(b"12345", 200, {"Content-Length": "10"})
+    monkeypatch.setattr(dl.urllib.request, "urlopen", lambda req, timeout: Short())
+    dest = tmp_path / "t.bin"
+    with pytest.raises(dl.DownloadError) as err:
+        dl.download("http://x/t.bin", dest, show_progress=False)
+    assert str(err.value).startswith(f"could not download http://x/t.bin: connection closed after 5 of 10 bytes "
+                                     f"(partial data kept in {dest}.part; the next call resumes it). To work offline, "
+                                     f"put the file at {dest} ")
+    assert (tmp_path / "t.bin.part").read_bytes() == b"12345" and not dest.exists()
