@@ -244,9 +244,7 @@ def load_search_space(path: str | Path, config: Config) -> SearchSpace:
                 lists[key].append(None)
                 first.append(next(iter(labels.values())) if labels else args[0])
             _check_value(probe, key, first, where)
-        else:
-            if isinstance(value, dict) and len(value) == 1 and not isinstance(default, dict) and default is not None:
-                _distribution_of(value, key, default, where)   # raises: unknown distribution
+        else:   # a plain value (an unknown distribution has raised in _distribution_of above)
             _check_value(probe, key, value, where)
             fixed[key] = value
     if not params:
