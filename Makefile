@@ -47,10 +47,11 @@ results-check: $(STAMP)
 # pyproject.toml; how to read the result: docs/testing.md. Rerunning reuses mutants/ and only re-tests
 # mutants whose function or covering tests changed; `make mutate MUTANTS="name ..."` re-runs some only.
 MUTATE_JOBS ?= 2
+MUTATE_CAP ?= 1.5
 MUTATE_PRELOAD ?= optuna,optuna.visualization.matplotlib,optuna.importance,matplotlib.pyplot,tqdm.auto,sqlalchemy
 mutate: $(STAMP)
 	$(PY) -m pip install -q -e ".[mutate]"
-	$(PY) tools/mutation_fast.py --fresh-coverage --preload $(MUTATE_PRELOAD) --max-children $(MUTATE_JOBS) $(MUTANTS)
+	$(PY) tools/mutation_fast.py --fresh-coverage --cap $(MUTATE_CAP) --preload $(MUTATE_PRELOAD) --max-children $(MUTATE_JOBS) $(MUTANTS)
 	$(PY) tools/mutation_scores.py
 
 clean:
