@@ -106,3 +106,16 @@ def test_collaborative_kg_bad_ids():
     with pytest.raises(ValueError, match=r"^kg relation ids must lie in \[0, 2\)$"):
         collaborative_kg(2, 3, np.array([[0, 0]]), np.array([[0, -1, 1]]), 2)
     assert collaborative_kg(2, 3, np.array([[0, 0]]), np.array([[2, 1, 2]]), 2).num_relations == 6
+
+
+@pytest.mark.parametrize("build, n", [
+    (lambda: complete_graph(4), 4), (lambda: complete_graph(1, self_loops=False), 1), (lambda: causal_graph(5), 5),
+    (lambda: grid_graph((2, 3), 1), 6), (lambda: sequence_graph(4, "window", window=3), 4),
+])
+def test_builders_store_the_node_count_instead_of_leaving_pyg_to_guess(build, n):
+    import warnings
+    data = build()
+    assert data.to_dict()["num_nodes"] == n          # stored, so batching and isolated nodes keep it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")               # PyG warns when it has to infer num_nodes from edge_index
+        assert data.num_nodes == n
