@@ -14,6 +14,7 @@ A run folder ``<checkpoint_dir>/<model>-<dataset>-<YYYYmmdd-HHMMSS>/`` holds:
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import logging
 import math
@@ -115,6 +116,7 @@ class _ConsoleHandler(logging.StreamHandler):
 
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+_MEMORY_RUNS = itertools.count()
 
 
 def _safe_name(text: str) -> str:
@@ -339,7 +341,9 @@ class MemoryRun(RunDir):
         self.path = None
         self.history = {"train": [], "evaluations": [], "test": {}}
         self._checkpoints: dict[str, dict[str, Any]] = {}
-        self.logger = logging.getLogger(f"graphattn.run.{name}.{id(self)}")
+        # a number of its own, not id(self): a later run at the same address got the earlier run's logger, with its
+        # handlers (each line printed once per earlier run) and whatever other code had attached to it
+        self.logger = logging.getLogger(f"graphattn.run.{name}.{next(_MEMORY_RUNS)}")
         self.logger.setLevel(logging.INFO if verbose else logging.WARNING)
         self.logger.propagate = False
         console = _ConsoleHandler()

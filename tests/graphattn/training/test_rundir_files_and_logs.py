@@ -87,6 +87,18 @@ def test_a_memory_runs_log_does_not_reach_the_root_logger(caplog):
     assert caplog.records == []
 
 
+def test_memory_runs_never_share_a_logger_even_at_a_reused_address(capsys):
+    # runs made and dropped in a loop usually land at the same address: with id() in the name they got one logger,
+    # its console handlers piling up (each line printed once per earlier run)
+    names = {MemoryRun(verbose=True).logger.name for _ in range(20)}
+    assert len(names) == 20
+    run = MemoryRun(verbose=True)
+    assert len(run.logger.handlers) == 1
+    capsys.readouterr()
+    run.logger.warning("once")
+    assert capsys.readouterr().err.count("once") == 1
+
+
 def test_memory_checkpoints_are_snapshots_of_any_value():
     run = MemoryRun()
     extra = types.SimpleNamespace(items=[1])
