@@ -45,27 +45,14 @@ def test_download_defaults_and_nested_destination(tmp_path, monkeypatch):
 def test_download_shows_progress_by_default(tmp_path, monkeypatch):
     import tqdm.auto
 
-    class Resp:
-        status, headers = 200, {"Content-Length": "3"}
-
-        def __init__(self):
-            self.body = io.BytesIO(b"abc")
-
-        def read(self, n):
-            return self.body.read(n)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *a):
-            return False
     bars = []
     real = tqdm.auto.tqdm
 
     def spy(*a, **k):
         bars.append(k["disable"])
         return real(*a, **k)
-    monkeypatch.setattr(dl.urllib.request, "urlopen", lambda req, timeout: Resp())
+    monkeypatch.setattr(dl.urllib.request, "urlopen",
+                        lambda req, timeout: _Resp(b"abc", 200, {"Content-Length": "3"}))
     monkeypatch.setattr(tqdm.auto, "tqdm", spy)
     dl.download("http://x/g.bin", tmp_path / "g.bin")
     dl.download("http://x/h.bin", tmp_path / "h.bin", show_progress=False)
