@@ -48,10 +48,11 @@ results-check: $(STAMP)
 # mutants whose function or covering tests changed; `make mutate MUTANTS="name ..."` re-runs some only.
 MUTATE_JOBS ?= 2
 MUTATE_CAP ?= 1.5
+MUTATE_BUDGET ?= 4
 MUTATE_PRELOAD ?= optuna,optuna.visualization.matplotlib,optuna.importance,matplotlib.pyplot,tqdm.auto,sqlalchemy
 mutate: $(STAMP)
 	$(PY) -m pip install -q -e ".[mutate]"
-	$(PY) tools/mutation_fast.py --fresh-coverage --cap $(MUTATE_CAP) --preload $(MUTATE_PRELOAD) --max-children $(MUTATE_JOBS) $(MUTANTS)
+	$(PY) tools/mutation_fast.py --fresh-coverage --cap $(MUTATE_CAP) --budget $(MUTATE_BUDGET) --preload $(MUTATE_PRELOAD) --max-children $(MUTATE_JOBS) $(MUTANTS)
 	$(PY) tools/mutation_scores.py
 
 clean:

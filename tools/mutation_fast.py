@@ -1,10 +1,11 @@
 """`mutmut run` that works on a shared 2-core machine (and is what `make mutate` runs).
 
-    python tools/mutation_fast.py [--cap SECONDS] [--fresh-coverage] [--preload MODULE,...] [mutmut run arguments ...]
+    python tools/mutation_fast.py [--cap SECONDS] [--budget SECONDS] [--fresh-coverage] [--preload MODULE,...]
+                                  [mutmut run arguments ...]
     python tools/mutation_fast.py --cap 1.5 --max-children 1 'graphattn.training.*' 'recsys.models.*'
     python tools/mutation_fast.py --preload optuna,optuna.visualization.matplotlib 'graphattn.search.*'
 
-Five changes to a plain `mutmut run` (mutmut 3.8), made by wrapping mutmut's own functions:
+Seven changes to a plain `mutmut run` (mutmut 3.8), made by wrapping mutmut's own functions:
 
 - mutmut reruns the whole suite under coverage on every `mutmut run` (to mutate covered lines only). The result is
   kept in ``mutants/coverage-cache.pkl`` and reused; ``--fresh-coverage`` deletes it first (do so when the covered
@@ -14,6 +15,13 @@ Five changes to a plain `mutmut run` (mutmut 3.8), made by wrapping mutmut's own
   i.e. a kill, that no test made. With ``--cap SECONDS`` each mutated function's covering tests are also cut to those
   that took at most that long in mutmut's stats run (the fastest one is kept where none did). The trimmed sets are not
   saved in ``mutants/mutmut-stats.json``.
+- each mutant's tests run fastest first (mutmut hands them over as a set, in no order, and stops at the first
+  failure: a mutant that every test kills then costs its slowest test as often as its fastest). With
+  ``--budget SECONDS`` a mutated function keeps, fastest first, only the covering tests whose recorded times add
+  up to at most that much (the fastest one at least): this bounds what a surviving mutant costs, which is where the
+  time of a full run goes (a Trainer function is covered by hundreds of tests).
+- the recorded time of a test includes its setup (fixtures), not only its call as in mutmut's stats: a test with a
+  slow fixture is otherwise taken for a fast one, run first, and given a time limit its fixture alone exceeds.
 - ``--preload`` imports modules in mutmut's own process before it forks a child per mutant. A module that the code
   imports lazily (optuna, matplotlib in ``graphattn/search.py``) is otherwise imported afresh in every child, a few
   seconds that the stats (call time only) do not count either: the wall-clock limit, (estimated time + 1) x 15,
@@ -48,13 +56,13 @@ CACHE = Path("mutants") / "coverage-cache.pkl"
 SLOW_FIXTURE = ("tests/recsys/test_distributed.py",)
 
 
-def _parse_cap(argv):
-    cap = float("inf")
-    if "--cap" in argv:
-        i = argv.index("--cap")
-        cap = float(argv[i + 1])
+def _parse_seconds(argv, option):
+    seconds = float("inf")
+    if option in argv:
+        i = argv.index(option)
+        seconds = float(argv[i + 1])
         del argv[i:i + 2]
-    return cap
+    return seconds
 
 
 def _preload(argv):
@@ -86,9 +94,15 @@ def _fresh_tqdm_locks():
         classes.extend(cls.__subclasses__())
 
 
+def fastest_first(tests):
+    duration = state().duration_by_test
+    return sorted(tests, key=lambda t: (duration.get(t, 0), t))
+
+
 def run_tests_in_own_tmp(self, *, mutant_name, tests):
     if mutant_name is None:   # the stats and forced-fail runs: one process at a time
         return _run_tests(self, mutant_name=mutant_name, tests=tests)
+    tests = fastest_first(tests)
     _fresh_tqdm_locks()
     root = tempfile.mkdtemp(prefix="mutmut-")
     os.environ["PYTEST_DEBUG_TEMPROOT"] = root
@@ -98,7 +112,42 @@ def run_tests_in_own_tmp(self, *, mutant_name, tests):
         shutil.rmtree(root, ignore_errors=True)
 
 
-CAP = _parse_cap(sys.argv)
+class SetupTime:
+    """Adds each test's setup time to the call time that mutmut's stats record."""
+
+    @staticmethod
+    def pytest_runtest_makereport(item, call):
+        if call.when == "setup":
+            state().duration_by_test[item.nodeid] = state().duration_by_test.get(item.nodeid, 0) + call.duration
+
+
+_execute_pytest = PytestRunner.execute_pytest
+
+
+def execute_pytest_timing_setup(self, params, **kwargs):
+    plugins = kwargs.get("plugins") or []
+    if any(type(p).__name__ == "StatsCollector" for p in plugins):
+        kwargs["plugins"] = [*plugins, SetupTime()]
+    return _execute_pytest(self, params, **kwargs)
+
+
+def kept_tests(tests, duration, cap=float("inf"), budget=float("inf")):
+    """The covering tests a mutant runs: without the slow fixture, each within `cap`, fastest first while their
+    times add up to at most `budget`; the fastest test at least."""
+    ordered = sorted(tests, key=lambda t: (duration.get(t, 0), t))
+    keep, spent = [], 0.0
+    for test in ordered:
+        if duration.get(test, 0) > cap or test.startswith(SLOW_FIXTURE):
+            continue
+        if keep and spent + duration.get(test, 0) > budget:
+            break
+        keep.append(test)
+        spent += duration.get(test, 0)
+    return set(keep or ordered[:1])
+
+
+CAP = _parse_seconds(sys.argv, "--cap")
+BUDGET = _parse_seconds(sys.argv, "--budget")
 _gather = cc.gather_coverage
 _stats = mm.collect_or_load_stats
 
@@ -117,13 +166,11 @@ def fast_tests_only(*args, **kwargs):
     duration = state().duration_by_test
     before = after = 0
     for name, tests in list(state().tests_by_mangled_function_name.items()):
-        tests = set(tests)
-        keep = {t for t in tests if duration.get(t, 0) <= CAP and not t.startswith(SLOW_FIXTURE)}
-        if not keep and tests:
-            keep = {min(tests, key=lambda t: duration.get(t, 0))}
+        keep = kept_tests(tests, duration, CAP, BUDGET)
         before, after = before + len(tests), after + len(keep)
         state().tests_by_mangled_function_name[name] = keep
     cut = "" if CAP == float("inf") else f" and to those of <= {CAP} s"
+    cut += "" if BUDGET == float("inf") else f", fastest first up to {BUDGET} s a function"
     print(f"covering tests without {SLOW_FIXTURE[0]}{cut}: {before} -> {after} (function, test) pairs", flush=True)
 
 
@@ -134,6 +181,7 @@ if __name__ == "__main__":
         CACHE.unlink(missing_ok=True)
     _preload(sys.argv)
     PytestRunner.run_tests = run_tests_in_own_tmp
+    PytestRunner.execute_pytest = execute_pytest_timing_setup
     mm.gather_coverage = cached_coverage
     mm.collect_or_load_stats = fast_tests_only
     sys.argv = ["mutmut", "run", *sys.argv[1:]]

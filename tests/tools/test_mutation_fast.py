@@ -1,0 +1,55 @@
+"""Which tests `tools/mutation_fast.py` runs for a mutant, and in which order (needs the `mutate` extra)."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("mutmut")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+argv, sys.argv = sys.argv, ["mutation_fast.py"]
+try:
+    import mutation_fast as mf
+finally:
+    sys.argv = argv
+
+SLOW = "tests/recsys/test_distributed.py::test_torchrun"
+DURATION = {"a": 0.1, "b": 0.5, "c": 2.0, "d": 0.05, "e": 0.5, SLOW: 0.01}
+
+
+def test_without_limits_every_test_but_the_slow_fixture_is_kept():
+    assert mf.kept_tests(set(DURATION), DURATION) == {"a", "b", "c", "d", "e"}
+
+
+def test_cap_drops_slow_tests_and_budget_keeps_the_fastest_within_it():
+    assert mf.kept_tests(set(DURATION), DURATION, cap=1.5) == {"a", "b", "d", "e"}
+    assert mf.kept_tests(set(DURATION), DURATION, budget=0.2) == {"a", "d"}
+    assert mf.kept_tests(set(DURATION), DURATION, budget=0.7) == {"a", "d", "b"}   # ties go by name
+    assert mf.kept_tests(set(DURATION), DURATION, cap=1.5, budget=1.2) == {"a", "d", "b", "e"}
+
+
+def test_the_fastest_test_is_kept_where_none_fits():
+    assert mf.kept_tests({"c"}, DURATION, cap=1.5) == {"c"}
+    assert mf.kept_tests({"c", "b"}, DURATION, cap=0.2, budget=0.1) == {"b"}
+    assert mf.kept_tests({SLOW}, DURATION) == {SLOW}
+    assert mf.kept_tests(set(), DURATION) == set()
+
+
+def test_a_mutants_tests_run_fastest_first(monkeypatch):
+    monkeypatch.setattr(mf.state(), "duration_by_test", dict(DURATION))
+    assert mf.fastest_first({"c", "e", "a", "b", "d", "unknown"}) == ["unknown", "d", "a", "b", "e", "c"]
+
+
+def test_setup_time_is_added_to_the_recorded_time(monkeypatch):
+    monkeypatch.setattr(mf.state(), "duration_by_test", {"t": 0.25})
+
+    class Item:
+        nodeid = "t"
+
+    class Call:
+        when, duration = "setup", 1.5
+
+    mf.SetupTime.pytest_runtest_makereport(Item(), Call())
+    Call.when = "call"
+    mf.SetupTime.pytest_runtest_makereport(Item(), Call())
+    assert mf.state().duration_by_test == {"t": 1.75}
