@@ -1,20 +1,33 @@
 """Per-module mutation scores from a `mutmut run` (the mutants/ folder), for docs/testing.md.
 
     python tools/mutation_scores.py [--survivors] [--markdown]
+    python tools/mutation_scores.py --record-equivalents MUTANTS_DIR [MUTANTS_DIR ...]
 
 score = killed / (checked - equivalent), where "killed" includes timeouts and "checked" is every mutant
 that mutmut ran (not-checked mutants, e.g. of an interrupted run, are counted apart and left out).
 Equivalent mutants are those named in backquotes on a line of docs/testing.md's "Equivalent mutants"
 section, e.g. "- `graphattn.ops.x_foo__mutmut_3`: why it changes no behaviour".
+
+mutmut numbers the mutants of a function over its covered lines only, so the same name means another change in
+a run whose tests cover other lines. ``docs/mutation-equivalents.json`` therefore keeps, for each listed name,
+its change: the mutated function and the lines of the mutant's diff against the original function (with a line
+of context). A mutant is equivalent when its change is recorded there, whatever its number; a listed name
+without a recorded change is matched by name. ``--record-equivalents`` records the changes of the listed names
+from the mutants/ folders of the runs that named them: a name is taken from the folder where it survived.
 """
 
 import argparse
+import ast
+import difflib
 import json
 import re
+import sys
 from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+CHANGES = ROOT / "docs" / "mutation-equivalents.json"
+MUTANT_DEF = re.compile(r"^(.*)__mutmut_(orig|\d+)$")
 KILLED = {1, 3, 36, -24, 24, 152, 255}  # killed, pytest internal error, timeouts (see mutmut.stats)
 SURVIVED = {0}
 NO_TESTS = {5, 33}
@@ -32,6 +45,84 @@ def equivalent_mutants(doc=ROOT / "docs" / "testing.md"):
     return names
 
 
+def mutant_changes(source, module):
+    """{mutant name: (function, change)} for one mutated file's source; the change is the mutant's diff against
+    the function's original (the def line included, without the mutant's number), without positions, with one line
+    of context."""
+    lines = source.splitlines()
+    functions = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and (m := MUTANT_DEF.match(node.name)):
+            body = lines[node.lineno - 1:node.end_lineno]
+            body[0] = body[0].replace(node.name, m.group(1), 1)   # the def line without the mutant's number
+            functions.setdefault(m.group(1), {})[m.group(2)] = body
+    changes = {}
+    for function, versions in functions.items():
+        original = versions.pop("orig", None)
+        if original is None:
+            continue
+        for number, body in versions.items():
+            diff = difflib.unified_diff(original, body, n=1, lineterm="")
+            change = tuple(line for line in diff if not line.startswith(("---", "+++", "@@")))
+            changes[f"{module}.{function}__mutmut_{number}"] = (function, change)
+    return changes
+
+
+def changes_in(mutants_dir, modules=None):
+    """Every mutant's change in a mutants/ folder (of the given dotted modules only, if any)."""
+    changes = {}
+    for path in sorted(Path(mutants_dir).rglob("*.py")):
+        parts = path.relative_to(mutants_dir).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)   # mutmut's names drop "__init__"
+        if (modules is None or module in modules) and "__mutmut_orig" in (text := path.read_text()):
+            changes.update(mutant_changes(text, module))
+    return changes
+
+
+def recorded_changes(path=CHANGES):
+    if not path.exists():
+        return {}
+    return {name: (entry["function"], tuple(entry["change"])) for name, entry in json.loads(path.read_text()).items()}
+
+
+def module_of(name):
+    return name.rsplit(".", 1)[0]
+
+
+def is_equivalent(name, change, listed, recorded, listed_changes):
+    """A mutant is equivalent if its change is a recorded equivalent's, or (name listed, change not recorded)."""
+    if change is not None and (module_of(name), *change) in listed_changes:
+        return True
+    return name in listed and name not in recorded
+
+
+def record_equivalents(folders, listed, out=CHANGES):
+    """Record the change of every listed equivalent from the folder where it survived; print what is unresolved."""
+    modules = {module_of(name) for name in listed}
+    found = {}
+    for folder in folders:
+        changes = changes_in(folder, modules)
+        codes = {name: code for by_name in collect(Path(folder)).values() for name, code in by_name.items()}
+        for name in listed:
+            if name in changes and codes.get(name) == 0:
+                found.setdefault(name, set()).add(changes[name])
+    recorded, problems = {}, []
+    for name in sorted(listed):
+        options = found.get(name, set())
+        if len(options) == 1:
+            function, change = options.pop()
+            recorded[name] = {"function": function, "change": list(change)}
+        else:
+            problems.append(f"{name}: {'survived in no folder' if not options else 'different changes in folders'}")
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(recorded, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
+    tmp.replace(out)
+    print(f"recorded the changes of {len(recorded)} of {len(listed)} listed equivalents in {out}")
+    for line in problems:
+        print("  not recorded:", line)
+    return problems
+
+
 def collect(mutants_dir=ROOT / "mutants"):
     by_module = {}
     for meta in sorted(mutants_dir.rglob("*.py.meta")):
@@ -46,9 +137,16 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--survivors", action="store_true", help="list surviving (and untested) mutants")
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    parser.add_argument("--record-equivalents", nargs="+", metavar="MUTANTS_DIR",
+                        help="record the changes of the listed equivalents from these mutants/ folders")
     args = parser.parse_args()
 
     equivalent = equivalent_mutants()
+    if args.record_equivalents:
+        sys.exit(1 if record_equivalents(args.record_equivalents, equivalent) else 0)
+    recorded = recorded_changes()
+    listed_changes = {(module_of(name), *change) for name, change in recorded.items() if name in equivalent}
+    changes = changes_in(ROOT / "mutants") if listed_changes else {}
     rows, total = [], Counter()
     survivors = []
     for module, codes in collect().items():
@@ -56,7 +154,7 @@ def main():
         for name, code in codes.items():
             if code is None:
                 c["not checked"] += 1
-            elif name in equivalent:
+            elif is_equivalent(name, changes.get(name), equivalent, recorded, listed_changes):
                 c["equivalent"] += 1
             elif code in KILLED:
                 c["killed"] += 1
