@@ -2,6 +2,7 @@
 
     python tools/mutation_scores.py [--survivors] [--markdown]
     python tools/mutation_scores.py --record-equivalents MUTANTS_DIR [MUTANTS_DIR ...]
+    python tools/mutation_scores.py --renumber
 
 score = killed / (checked - equivalent), where "killed" includes timeouts and "checked" is every mutant
 that mutmut ran (not-checked mutants, e.g. of an interrupted run, are counted apart and left out).
@@ -14,6 +15,8 @@ its change: the mutated function and the lines of the mutant's diff against the 
 of context). A mutant is equivalent when its change is recorded there, whatever its number; a listed name
 without a recorded change is matched by name. ``--record-equivalents`` records the changes of the listed names
 from the mutants/ folders of the runs that named them: a name is taken from the folder where it survived.
+``--renumber`` renames the listed equivalents, in that section and in the json file, to the names their changes
+have in mutants/ (so that `mutmut show NAME` shows them after the last run).
 """
 
 import argparse
@@ -123,6 +126,35 @@ def record_equivalents(folders, listed, out=CHANGES):
     return problems
 
 
+def renumber(doc=ROOT / "docs" / "testing.md", out=CHANGES, mutants_dir=ROOT / "mutants"):
+    """Rename each recorded equivalent to the name its change has in mutants_dir, in doc's equivalents section
+    and in out; returns {old: new} for the names that changed."""
+    recorded = recorded_changes(out)
+    by_change = {}
+    for name, (function, change) in changes_in(mutants_dir, {module_of(n) for n in recorded}).items():
+        by_change.setdefault((module_of(name), function, change), name)
+    new_name = {}
+    for name, (function, change) in recorded.items():
+        found = by_change.get((module_of(name), function, change))
+        if found is not None and found != name:
+            new_name[name] = found
+    pattern = re.compile(r"`([\w.]+__mutmut_\d+)`")
+    lines, inside = doc.read_text().splitlines(keepends=True), False
+    for i, line in enumerate(lines):
+        if line.startswith("#"):
+            inside = "equivalent mutants" in line.lower()
+        elif inside:   # all names of a line at once: a swap of two numbers stays a swap
+            lines[i] = pattern.sub(lambda m: f"`{new_name.get(m.group(1), m.group(1))}`", line)
+    renamed = {new_name.get(name, name): {"function": f, "change": list(c)} for name, (f, c) in recorded.items()}
+    for path, text in ((doc, "".join(lines)),
+                       (out, json.dumps(renamed, indent=1, ensure_ascii=False, sort_keys=True) + "\n")):
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    print(f"renamed {len(new_name)} of {len(recorded)} recorded equivalents to their names in {mutants_dir}")
+    return new_name
+
+
 def collect(mutants_dir=ROOT / "mutants"):
     by_module = {}
     for meta in sorted(mutants_dir.rglob("*.py.meta")):
@@ -139,8 +171,13 @@ def main():
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
     parser.add_argument("--record-equivalents", nargs="+", metavar="MUTANTS_DIR",
                         help="record the changes of the listed equivalents from these mutants/ folders")
+    parser.add_argument("--renumber", action="store_true",
+                        help="rename the listed equivalents to their names in mutants/ (doc and json file)")
     args = parser.parse_args()
 
+    if args.renumber:
+        renumber()
+        return
     equivalent = equivalent_mutants()
     if args.record_equivalents:
         sys.exit(1 if record_equivalents(args.record_equivalents, equivalent) else 0)

@@ -94,3 +94,21 @@ def test_the_recorded_changes_are_those_of_the_listed_equivalents():
     for name, (function, change) in recorded.items():
         assert name.rsplit(".", 1)[1].startswith(function + "__mutmut_")
         assert any(line.startswith("-") for line in change) and any(line.startswith("+") for line in change)
+
+
+def test_renumber_renames_the_listed_equivalents_to_the_names_of_their_changes(tmp_path):
+    old = _folder(tmp_path, "old", SOURCE, {"pkg.mod.x_f__mutmut_1": 0, "pkg.mod.x_f__mutmut_2": 0})
+    out = tmp_path / "changes.json"
+    ms.record_equivalents([old], {"pkg.mod.x_f__mutmut_1", "pkg.mod.x_f__mutmut_2"}, out=out)
+    doc = tmp_path / "testing.md"
+    text = ("# T\n\nRun: `pkg.mod.x_f__mutmut_1` survived.\n\n### Equivalent mutants\n\n"
+            "- `pkg.mod.x_f__mutmut_1`, `pkg.mod.x_f__mutmut_2`: both.\n- `pkg.mod.x_g__mutmut_4`: unrecorded.\n"
+            "\n### Survivors left\n\n- `pkg.mod.x_f__mutmut_2`\n")
+    doc.write_text(text)
+    new = _folder(tmp_path, "new", RENUMBERED, {})
+    assert ms.renumber(doc, out, new) == {"pkg.mod.x_f__mutmut_1": "pkg.mod.x_f__mutmut_2",
+                                          "pkg.mod.x_f__mutmut_2": "pkg.mod.x_f__mutmut_1"}
+    assert doc.read_text() == text.replace("- `pkg.mod.x_f__mutmut_1`, `pkg.mod.x_f__mutmut_2`: both.",
+                                           "- `pkg.mod.x_f__mutmut_2`, `pkg.mod.x_f__mutmut_1`: both.")
+    assert ms.recorded_changes(out) == {name: change for name, change in ms.changes_in(new).items()
+                                        if name.startswith("pkg.mod.x_f")}
