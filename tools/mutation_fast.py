@@ -5,7 +5,7 @@
     python tools/mutation_fast.py --cap 1.5 --max-children 1 'graphattn.training.*' 'recsys.models.*'
     python tools/mutation_fast.py --preload optuna,optuna.visualization.matplotlib 'graphattn.search.*'
 
-Seven changes to a plain `mutmut run` (mutmut 3.8), made by wrapping mutmut's own functions:
+Eight changes to a plain `mutmut run` (mutmut 3.8), made by wrapping mutmut's own functions:
 
 - mutmut reruns the whole suite under coverage on every `mutmut run` (to mutate covered lines only). The result is
   kept in ``mutants/coverage-cache.pkl`` and reused; ``--fresh-coverage`` deletes it first (do so when the covered
@@ -20,6 +20,9 @@ Seven changes to a plain `mutmut run` (mutmut 3.8), made by wrapping mutmut's ow
   ``--budget SECONDS`` a mutated function keeps, fastest first, only the covering tests whose recorded times add
   up to at most that much (the fastest one at least): this bounds what a surviving mutant costs, which is where the
   time of a full run goes (a Trainer function is covered by hundreds of tests).
+- the clean run (every selected test, unmutated) is skipped when the stats run of the same invocation has just run
+  every selected test green in the same mutants/ tree (mutmut stops if it fails): on a fresh run that saves a
+  whole pass of the suite (~4 min). On a resumed run, whose stats are loaded from the file, the clean run runs.
 - the recorded time of a test includes its setup (fixtures), not only its call as in mutmut's stats: a test with a
   slow fixture is otherwise taken for a fast one, run first, and given a time limit its fixture alone exceeds.
 - ``--preload`` imports modules in mutmut's own process before it forks a child per mutant. A module that the code
@@ -51,6 +54,7 @@ import mutmut.__main__ as mm
 import mutmut.code_coverage as cc
 from mutmut.runners.harness import PytestRunner
 from mutmut.state import state
+from mutmut.workers import isolation
 
 CACHE = Path("mutants") / "coverage-cache.pkl"
 SLOW_FIXTURE = ("tests/recsys/test_distributed.py",)
@@ -146,6 +150,27 @@ def kept_tests(tests, duration, cap=float("inf"), budget=float("inf")):
     return set(keep or ordered[:1])
 
 
+FULL_STATS_GREEN = False
+
+
+def remember_full_stats(collect_stats):
+    def wrapped(self, tests):
+        global FULL_STATS_GREEN
+        exit_code = collect_stats(self, tests)
+        FULL_STATS_GREEN = exit_code == 0 and not tests
+        return exit_code
+    return wrapped
+
+
+def skip_clean_after_full_stats(run_clean_tests):
+    def wrapped(self, tests):
+        if FULL_STATS_GREEN:
+            print("skipping the clean run: the stats run has just run every selected test green", flush=True)
+            return 0
+        return run_clean_tests(self, tests)
+    return wrapped
+
+
 CAP = _parse_seconds(sys.argv, "--cap")
 BUDGET = _parse_seconds(sys.argv, "--budget")
 _gather = cc.gather_coverage
@@ -182,6 +207,9 @@ if __name__ == "__main__":
     _preload(sys.argv)
     PytestRunner.run_tests = run_tests_in_own_tmp
     PytestRunner.execute_pytest = execute_pytest_timing_setup
+    for runner in (isolation.ForkServerRunner, isolation.ForkRunner):
+        runner.collect_stats = remember_full_stats(runner.collect_stats)
+        runner.run_clean_tests = skip_clean_after_full_stats(runner.run_clean_tests)
     mm.gather_coverage = cached_coverage
     mm.collect_or_load_stats = fast_tests_only
     sys.argv = ["mutmut", "run", *sys.argv[1:]]

@@ -53,3 +53,28 @@ def test_setup_time_is_added_to_the_recorded_time(monkeypatch):
     Call.when = "call"
     mf.SetupTime.pytest_runtest_makereport(Item(), Call())
     assert mf.state().duration_by_test == {"t": 1.75}
+
+
+def test_the_clean_run_is_skipped_only_right_after_a_green_stats_run_of_every_test(monkeypatch):
+    calls = []
+
+    class Runner:
+        def collect_stats(self, tests):
+            calls.append(("stats", tests))
+            return self.stats_exit_code
+
+        def run_clean_tests(self, tests):
+            calls.append(("clean", tests))
+            return 0
+
+    collect = mf.remember_full_stats(Runner.collect_stats)
+    clean = mf.skip_clean_after_full_stats(Runner.run_clean_tests)
+    monkeypatch.setattr(mf, "FULL_STATS_GREEN", False)
+    runner = Runner()
+    assert clean(runner, []) == 0 and calls == [("clean", [])]        # stats loaded from the file: clean run runs
+    for exit_code, tests, skipped in ((0, [], True), (1, [], False), (0, ["t"], False)):
+        calls.clear()
+        runner.stats_exit_code = exit_code
+        assert collect(runner, tests) == exit_code
+        clean(runner, ["u"])
+        assert calls == [("stats", tests)] + ([] if skipped else [("clean", ["u"])])
