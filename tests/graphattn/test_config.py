@@ -159,6 +159,7 @@ def test_mapping_api_and_assignment(toy_task):
         cfg["model"] = "Other"
     d = cfg.to_dict()
     assert list(d)[:2] == ["model", "dataset"] and d["topk"] == [10, 20]
+    assert len(cfg) == len(list(cfg)) == len(d) > 2    # model and dataset are counted with the other keys
     d["topk"].append(99)
     assert cfg["topk"] == [10, 20]  # to_dict is a copy
     text = str(cfg)

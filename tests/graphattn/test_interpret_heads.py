@@ -388,3 +388,22 @@ def test_patch_at_replaces_only_the_indexed_entries():
     with _patch_at(net, "out", value, (Ellipsis, 0, slice(None))), cache_activations(net, ["out"]) as got:
         net(x)
     assert torch.equal(got["out"][0][:, 0], value[:, 0]) and torch.equal(got["out"][0][:, 1:], own["out"][0][:, 1:])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_interpolate_identity_on_cross_attention_keeps_the_dtype(dtype):
+    """2 queries over 3 keys: the identity target is the (2, 3) eye, in the weights' dtype (a float32 eye would
+    turn bfloat16 weights into float32)."""
+    layer = GraphAttention(D, heads=H, update="none").to(dtype)
+    x, src = _x(1, 2, D).to(dtype), _x(1, 3, D, seed=1).to(dtype)
+    with capture_attention(layer) as store:
+        layer(x, x_src=src)
+    base = store[""][0]
+    assert base.shape == (1, H, 2, 3) and base.dtype == dtype
+    with interpolate_heads(layer, [1], "identity", 0.5), capture_attention(layer) as s2:
+        layer(x, x_src=src)
+    w = s2[""][0]
+    assert w.dtype == dtype
+    eye = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]], dtype=dtype)
+    torch.testing.assert_close(w[0, 1], 0.5 * base[0, 1] + 0.5 * eye)
+    torch.testing.assert_close(w[0, 0], base[0, 0], rtol=0, atol=0)
