@@ -264,3 +264,17 @@ def test_reference_is_the_explicit_neighbourhood():
     expected = layer.attn.update(x, torch.stack(rows)[None].flatten(-2))
     torch.testing.assert_close(_reference(layer, x), expected)
     torch.testing.assert_close(layer(x, impl="block"), expected)                # stride 2: the grouped path
+
+
+def test_the_gather_path_drops_weights_at_the_layers_rate(monkeypatch):
+    rates = []
+    dropout = torch.nn.functional.dropout
+
+    def spy(input, p=0.5, training=True, inplace=False):
+        rates.append(p)
+        return dropout(input, p, training, inplace)
+    monkeypatch.setattr(torch.nn.functional, "dropout", spy)
+    layer = _layer(dropout=0.3)
+    layer.train()
+    layer(_x(layer), impl="gather")
+    assert rates and set(rates) == {0.3}
