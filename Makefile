@@ -48,7 +48,7 @@ results-check: $(STAMP)
 # mutants whose function or covering tests changed; `make mutate MUTANTS="name ..."` re-runs some only.
 MUTATE_JOBS ?= 2
 MUTATE_CAP ?= 1.5
-MUTATE_BUDGET ?= 4
+MUTATE_BUDGET ?= 3
 MUTATE_PRELOAD ?= optuna,optuna.visualization.matplotlib,optuna.importance,matplotlib.pyplot,tqdm.auto,sqlalchemy
 mutate: $(STAMP)
 	$(PY) -m pip install -q -e ".[mutate]"
