@@ -6,7 +6,7 @@ PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 STAMP = $(VENV)/.installed
 
-.PHONY: run test bench mutate clean results results-check
+.PHONY: run test bench mutate mutate-recheck clean results results-check
 
 $(STAMP): setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,13 @@ MUTATE_PRELOAD ?= optuna,optuna.visualization.matplotlib,optuna.importance,matpl
 mutate: $(STAMP)
 	$(PY) -m pip install -q -e ".[mutate]"
 	$(PY) tools/mutation_fast.py --fresh-coverage --cap $(MUTATE_CAP) --budget $(MUTATE_BUDGET) --preload $(MUTATE_PRELOAD) --max-children $(MUTATE_JOBS) $(MUTANTS)
+	$(PY) tools/mutation_scores.py
+
+# the survivors of `make mutate` again, each with every test that covers its function (no --cap, no --budget)
+mutate-recheck: $(STAMP)
+	names="$$($(PY) tools/mutation_scores.py --survivor-names)"; \
+	if [ -n "$$names" ]; then $(PY) tools/mutation_fast.py --preload $(MUTATE_PRELOAD) --max-children $(MUTATE_JOBS) $$names; \
+	else echo "no surviving mutants to check again"; fi
 	$(PY) tools/mutation_scores.py
 
 clean:

@@ -1,6 +1,7 @@
 """Per-module mutation scores from a `mutmut run` (the mutants/ folder), for docs/testing.md.
 
     python tools/mutation_scores.py [--survivors] [--markdown]
+    python tools/mutation_scores.py --survivor-names         # the surviving mutants' names only, for a re-run
     python tools/mutation_scores.py --record-equivalents MUTANTS_DIR [MUTANTS_DIR ...]
     python tools/mutation_scores.py --renumber
 
@@ -13,8 +14,9 @@ mutmut numbers the mutants of a function over its covered lines only, so the sam
 a run whose tests cover other lines. ``docs/mutation-equivalents.json`` therefore keeps, for each listed name,
 its change: the mutated function and the lines of the mutant's diff against the original function (with a line
 of context). A mutant is equivalent when its change is recorded there, whatever its number; a listed name
-without a recorded change is matched by name. ``--record-equivalents`` records the changes of the listed names
-from the mutants/ folders of the runs that named them: a name is taken from the folder where it survived.
+without a recorded change is matched by name. ``--record-equivalents`` records the changes of the listed names not
+yet recorded, from the mutants/ folders of the runs that named them: a name is taken from the folder where it
+survived.
 ``--renumber`` renames the listed equivalents, in that section and in the json file, to the names their changes
 have in mutants/ (so that `mutmut show NAME` shows them after the last run).
 """
@@ -100,17 +102,21 @@ def is_equivalent(name, change, listed, recorded, listed_changes):
 
 
 def record_equivalents(folders, listed, out=CHANGES):
-    """Record the change of every listed equivalent from the folder where it survived; print what is unresolved."""
-    modules = {module_of(name) for name in listed}
+    """Record the change of every listed equivalent not yet recorded in out from the folder where it survived
+    (the recorded ones are kept; those no longer listed are dropped); print what is unresolved."""
+    recorded = {name: {"function": f, "change": list(c)} for name, (f, c) in recorded_changes(out).items()
+                if name in listed}
+    missing = listed - set(recorded)
+    modules = {module_of(name) for name in missing}
     found = {}
     for folder in folders:
         changes = changes_in(folder, modules)
         codes = {name: code for by_name in collect(Path(folder)).values() for name, code in by_name.items()}
-        for name in listed:
+        for name in missing:
             if name in changes and codes.get(name) == 0:
                 found.setdefault(name, set()).add(changes[name])
-    recorded, problems = {}, []
-    for name in sorted(listed):
+    problems = []
+    for name in sorted(missing):
         options = found.get(name, set())
         if len(options) == 1:
             function, change = options.pop()
@@ -168,6 +174,8 @@ def collect(mutants_dir=ROOT / "mutants"):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--survivors", action="store_true", help="list surviving (and untested) mutants")
+    parser.add_argument("--survivor-names", action="store_true",
+                        help="print only the names of the surviving mutants that are not listed as equivalent")
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
     parser.add_argument("--record-equivalents", nargs="+", metavar="MUTANTS_DIR",
                         help="record the changes of the listed equivalents from these mutants/ folders")
@@ -201,6 +209,9 @@ def main():
         total.update(c)
         rows.append((module, c))
     rows.append(("total", total))
+    if args.survivor_names:
+        print("\n".join(sorted(name for name, code in survivors if code in SURVIVED)))
+        return
 
     def score(c):
         denominator = c["killed"] + c["survived"] + c["no tests"] + c["other"]

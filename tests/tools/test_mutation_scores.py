@@ -112,3 +112,32 @@ def test_renumber_renames_the_listed_equivalents_to_the_names_of_their_changes(t
                                            "- `pkg.mod.x_f__mutmut_2`, `pkg.mod.x_f__mutmut_1`: both.")
     assert ms.recorded_changes(out) == {name: change for name, change in ms.changes_in(new).items()
                                         if name.startswith("pkg.mod.x_f")}
+
+
+def test_recording_keeps_what_is_recorded_and_drops_what_is_no_longer_listed(tmp_path):
+    out = tmp_path / "changes.json"
+    ms.record_equivalents([_folder(tmp_path, "old", SOURCE, {"pkg.mod.x_f__mutmut_1": 0})],
+                          {"pkg.mod.x_f__mutmut_1"}, out=out)
+    before = ms.recorded_changes(out)
+    new = _folder(tmp_path, "new", RENUMBERED, {"pkg.mod.x_f__mutmut_1": 0, "pkg.mod.xǁKǁg__mutmut_1": 0})
+    assert ms.record_equivalents([new], {"pkg.mod.x_f__mutmut_1", "pkg.mod.xǁKǁg__mutmut_1"}, out=out) == []
+    after = ms.recorded_changes(out)
+    assert after["pkg.mod.x_f__mutmut_1"] == before["pkg.mod.x_f__mutmut_1"]   # not taken again from `new`
+    assert set(after) == {"pkg.mod.x_f__mutmut_1", "pkg.mod.xǁKǁg__mutmut_1"}
+    ms.record_equivalents([new], {"pkg.mod.xǁKǁg__mutmut_1"}, out=out)
+    assert set(ms.recorded_changes(out)) == {"pkg.mod.xǁKǁg__mutmut_1"}
+
+
+def test_survivor_names_are_the_unlisted_survivors(tmp_path, monkeypatch, capsys):
+    folder = _folder(tmp_path, "mutants", SOURCE, {"pkg.mod.x_f__mutmut_1": 0, "pkg.mod.x_f__mutmut_2": 1,
+                                                   "pkg.mod.xǁKǁg__mutmut_1": 0})
+    doc = tmp_path / "docs" / "testing.md"
+    doc.parent.mkdir()
+    doc.write_text("### Equivalent mutants\n\n- `pkg.mod.xǁKǁg__mutmut_1`: same sum.\n")
+    monkeypatch.setattr(ms, "ROOT", tmp_path)
+    monkeypatch.setattr(ms, "CHANGES", doc.parent / "mutation-equivalents.json")
+    monkeypatch.setattr(ms.equivalent_mutants, "__defaults__", (doc,))
+    monkeypatch.setattr(ms.collect, "__defaults__", (folder,))
+    monkeypatch.setattr(sys, "argv", ["mutation_scores.py", "--survivor-names"])
+    ms.main()
+    assert capsys.readouterr().out == "pkg.mod.x_f__mutmut_1\n"
