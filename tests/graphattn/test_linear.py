@@ -203,3 +203,18 @@ def test_constructor_defaults_and_choices():
 
 def test_one_head_by_default():
     assert LinearAttention(8).heads == 1
+
+
+def test_kernel_normaliser_dense_counts_the_keys_of_each_query():
+    """Without a mask every query has as many keys as the scores' last axis (2 queries over 3 keys here)."""
+    from graphattn.attention.linear import KernelNormalizer
+    scores = torch.tensor([[[1e-3, 2e-3, 3e-3], [4e-3, 5e-3, 6e-3]]], dtype=torch.double)
+    w = KernelNormalizer(eps=0.1).dense(scores, None)
+    expected = scores / (scores.sum(-1, keepdim=True) + 3 * 0.1)
+    torch.testing.assert_close(w, expected, rtol=1e-14, atol=0)
+    mask = torch.tensor([[[True, False, True], [True, True, True]]])
+    w = KernelNormalizer(eps=0.1).dense(scores, mask)
+    masked = scores.masked_fill(~mask, 0.0)
+    torch.testing.assert_close(w, masked / (masked.sum(-1, keepdim=True) + torch.tensor([[[2.0], [3.0]]],
+                                                                                         dtype=torch.double) * 0.1),
+                               rtol=1e-14, atol=0)

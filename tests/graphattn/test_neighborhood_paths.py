@@ -230,8 +230,9 @@ def test_structures_are_moved_to_the_requested_device():
         value = layer._get(name, meta)
         tensors = value if isinstance(value, tuple) else (value,)
         assert all(t.device == meta for t in tensors if t is not None), name
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError) as raised:
         layer._get("nothing", meta)
+    assert raised.value.args == ("nothing",)
 
 
 @pytest.mark.parametrize("impl", IMPLS)

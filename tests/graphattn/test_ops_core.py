@@ -174,6 +174,7 @@ def test_grid_coordinates():
     c = grid_coordinates((2, 3))
     assert c.dtype == torch.long
     assert c.tolist() == [[0, 0], [0, 1], [0, 2], [1, 0], [1, 1], [1, 2]]
+    assert grid_coordinates((0, 3)).dtype == torch.long      # an empty grid too (torch.tensor([]) is float)
 
 
 # ------------------------------------------------------------------------------------------ FixedAdjacency

@@ -232,3 +232,14 @@ def test_retriever_recommends_ten_by_default():
     from recsys.evaluation import Retriever
     items, scores = Retriever.from_embeddings(user, item).recommend(np.arange(4))
     assert items.shape == scores.shape == (4, 10)
+
+
+def test_compare_with_exact_prints_every_metric_in_one_line(capsys):
+    user, item, gt, excl = _problem()
+    ev = FullRankEvaluator([10], ["recall", "ndcg"], backend="faiss")
+    r = ev.compare_with_exact(user, item, gt, excl)
+    e, a = r["exact"], r["approx"]
+    assert capsys.readouterr().out == (
+        f"faiss Flat vs exact over {len(np.flatnonzero(np.diff(gt.indptr) > 0))} users: top-10 overlap "
+        f"{r['overlap']['top@10']:.4f}; recall@10 {e['recall@10']:.4f} -> {a['recall@10']:.4f}, "
+        f"ndcg@10 {e['ndcg@10']:.4f} -> {a['ndcg@10']:.4f}\n")

@@ -23,7 +23,7 @@ def test_shard_accepts_the_last_rank_and_a_batch_of_one_row_per_process():
         BPRSampler(_train(), 9, batch_size=4).shard(4, 4)
     with pytest.raises(ValueError, match="batch size 3 is smaller than the 4 processes"):
         BPRSampler(_train(), 9, batch_size=3).shard(0, 4)
-    with pytest.warns(UserWarning, match="batch size 5 rounded down to 4"):
+    with pytest.warns(UserWarning, match="^KGSampler: batch size 5 rounded down to 4"):
         assert KGSampler(np.array([[0, 0, 1]]), 3, 1, batch_size=5).shard(0, 2) == 4
 
 
