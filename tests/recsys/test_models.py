@@ -217,3 +217,20 @@ def test_kgat_pretrain_loads_bprmf_users_and_items(data, tmp_path):
     torch.save(state, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="item_embedding.weight has shape"):
         get_model("KGAT")(config_for("KGAT", pretrain=str(tmp_path / "bad.pt")), data)
+
+
+def test_bprmf_takes_init_and_the_samplers_seed_from_its_arguments(data):
+    from recsys.models.bprmf import BPRMF
+    normal = BPRMF(config_for("BPRMF", init="xavier_normal"), data)
+    assert normal.init == "xavier_normal"
+    torch.manual_seed(0)
+    normal.reset_parameters()
+    torch.manual_seed(0)
+    expected = torch.empty_like(normal.user_embedding.weight)
+    torch.nn.init.xavier_normal_(expected)
+    assert torch.equal(normal.user_embedding.weight, expected)
+    seed = BPRMF(config_for("BPRMF"), data).samplers(BASE, data, 7)["cf"]
+    again = BPRSampler(data.train, data.n_items, BASE["train_batch_size"], 7)
+    assert all(np.array_equal(a, b) for a, b in zip(next(iter(seed)), next(iter(again))))
+    other = BPRSampler(data.train, data.n_items, BASE["train_batch_size"], 8)
+    assert not all(np.array_equal(a, b) for a, b in zip(next(iter(seed)), next(iter(other))))
