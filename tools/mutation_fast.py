@@ -9,7 +9,10 @@ Nine changes to a plain `mutmut run` (mutmut 3.8), made by wrapping mutmut's own
 
 - mutmut reruns the whole suite under coverage on every `mutmut run` (to mutate covered lines only). The result is
   kept in ``mutants/coverage-cache.pkl`` and reused; ``--fresh-coverage`` deletes it first (do so when the covered
-  lines may have changed: `make mutate` always does).
+  lines may have changed: `make mutate` always does). The coverage run runs in a forked child: mutmut runs it in
+  its own process, from which it later forks every mutant's process, and ``tests/graphattn/test_determinism.py``
+  starts torch's OpenMP pool with 2 threads there; a forked child that then uses 2 threads hangs (libgomp is not
+  fork-safe), so every mutant that survived until that test timed out and counted as killed.
 - ``tests/recsys/test_distributed.py`` is left out of every mutant's tests: its torchrun fixture costs tens of seconds
   that the stats (call time only) record as 0, so a mutant's time limit runs out on it and mutmut reports a timeout,
   i.e. a kill, that no test made. With ``--cap SECONDS`` each mutated function's covering tests are also cut to those
@@ -23,8 +26,8 @@ Nine changes to a plain `mutmut run` (mutmut 3.8), made by wrapping mutmut's own
 - the fork server's objects are frozen out of the garbage collector (``gc.freeze()``) once its warm-up has
   collected the selected tests: every mutant's process is forked from it, and a collection in the child otherwise
   walks the server's whole heap (~1.6 GB: every test module, torch, optuna) and so copies every page of it
-  (copy-on-write). Measured on the tests of ``CKE.cf_loss``: 14-20 s in a forked child, 1.8-3.6 s frozen (a fresh
-  process takes ~7 s of pytest); survivors ran into their time limit and counted as killed.
+  (copy-on-write). Measured on the tests of ``CKE.cf_loss`` in a child forked after a collection of the suite, on
+  the loaded machine: 14-20 s, 1.8-3.6 s frozen (a fresh process takes ~7 s of pytest).
 - the clean run (every selected test, unmutated) is skipped when the stats run of the same invocation has just run
   every selected test green in the same mutants/ tree (mutmut stops if it fails): on a fresh run that saves a
   whole pass of the suite (~4 min). On a resumed run, whose stats are loaded from the file, the clean run runs.
@@ -54,6 +57,7 @@ import pickle
 import shutil
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 
 import mutmut.__main__ as mm
@@ -191,12 +195,30 @@ _stats = mm.collect_or_load_stats
 
 
 def cached_coverage(runner, source_files):
+    """mutmut's coverage run, cached in CACHE and run in a forked child: mutmut forks every mutant's process from
+    this one, which must not have run tests (a test that starts torch's OpenMP pool with 2 threads here makes
+    every forked child that uses 2 threads hang: such mutants timed out and counted as killed)."""
     if CACHE.exists():
         print(f"using the cached coverage of {CACHE}", flush=True)
         return pickle.loads(CACHE.read_bytes())
-    info = _gather(runner, list(source_files))
-    CACHE.write_bytes(pickle.dumps(info))
-    return info
+    source_files = list(source_files)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            info = _gather(runner, source_files)
+            tmp = CACHE.with_suffix(".tmp")
+            tmp.write_bytes(pickle.dumps(info))
+            tmp.replace(CACHE)
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0 or not CACHE.exists():
+        raise SystemExit("the coverage run failed")
+    return pickle.loads(CACHE.read_bytes())
 
 
 def fast_tests_only(*args, **kwargs):

@@ -89,3 +89,17 @@ def test_the_fork_servers_objects_are_frozen_after_its_warm_up(monkeypatch):
         assert calls == [0] and gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_the_coverage_run_happens_in_a_child_and_is_cached(tmp_path, monkeypatch):
+    import os
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mutants").mkdir()
+    monkeypatch.setattr(mf, "_gather", lambda runner, files: {"pid": os.getpid(), "files": files})
+    info = mf.cached_coverage(None, iter(["a.py", "b.py"]))
+    assert info["files"] == ["a.py", "b.py"] and info["pid"] != os.getpid()
+    monkeypatch.setattr(mf, "_gather", lambda runner, files: 1 / 0)
+    assert mf.cached_coverage(None, []) == info                     # from the cache, without a run
+    (tmp_path / mf.CACHE).unlink()
+    with pytest.raises(SystemExit, match="the coverage run failed"):
+        mf.cached_coverage(None, [])
