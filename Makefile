@@ -55,11 +55,12 @@ mutate: $(STAMP)
 	$(PY) tools/mutation_fast.py --fresh-coverage --cap $(MUTATE_CAP) --budget $(MUTATE_BUDGET) --preload $(MUTATE_PRELOAD) --max-children $(MUTATE_JOBS) $(MUTANTS)
 	$(PY) tools/mutation_scores.py
 
-# the survivors of `make mutate` again, each with every test that covers its function (no --cap, no --budget)
+# the survivors and timeouts of `make mutate` again, each with every test that covers its function (no --cap, no
+# --budget, so a longer time limit)
 mutate-recheck: $(STAMP)
-	names="$$($(PY) tools/mutation_scores.py --survivor-names)"; \
+	names="$$($(PY) tools/mutation_scores.py --recheck-names)"; \
 	if [ -n "$$names" ]; then $(PY) tools/mutation_fast.py --preload $(MUTATE_PRELOAD) --max-children $(MUTATE_JOBS) $$names; \
-	else echo "no surviving mutants to check again"; fi
+	else echo "no surviving or timed-out mutants to check again"; fi
 	$(PY) tools/mutation_scores.py
 
 clean:

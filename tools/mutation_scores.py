@@ -1,7 +1,7 @@
 """Per-module mutation scores from a `mutmut run` (the mutants/ folder), for docs/testing.md.
 
     python tools/mutation_scores.py [--survivors] [--markdown]
-    python tools/mutation_scores.py --survivor-names         # the surviving mutants' names only, for a re-run
+    python tools/mutation_scores.py --recheck-names          # survivors and timeouts, for `make mutate-recheck`
     python tools/mutation_scores.py --record-equivalents MUTANTS_DIR [MUTANTS_DIR ...]
     python tools/mutation_scores.py --renumber
 
@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHANGES = ROOT / "docs" / "mutation-equivalents.json"
 MUTANT_DEF = re.compile(r"^(.*)__mutmut_(orig|\d+)$")
 KILLED = {1, 3, 36, -24, 24, 152, 255}  # killed, pytest internal error, timeouts (see mutmut.stats)
+TIMEOUT = KILLED - {1, 3}
 SURVIVED = {0}
 NO_TESTS = {5, 33}
 
@@ -174,8 +175,9 @@ def collect(mutants_dir=ROOT / "mutants"):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--survivors", action="store_true", help="list surviving (and untested) mutants")
-    parser.add_argument("--survivor-names", action="store_true",
-                        help="print only the names of the surviving mutants that are not listed as equivalent")
+    parser.add_argument("--recheck-names", action="store_true",
+                        help="print only the names of the surviving mutants that are not listed as equivalent, "
+                             "and of the timed-out ones")
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
     parser.add_argument("--record-equivalents", nargs="+", metavar="MUTANTS_DIR",
                         help="record the changes of the listed equivalents from these mutants/ folders")
@@ -193,7 +195,7 @@ def main():
     listed_changes = {(module_of(name), *change) for name, change in recorded.items() if name in equivalent}
     changes = changes_in(ROOT / "mutants") if listed_changes else {}
     rows, total = [], Counter()
-    survivors = []
+    survivors, timeouts = [], []
     for module, codes in collect().items():
         c = Counter()
         for name, code in codes.items():
@@ -203,14 +205,16 @@ def main():
                 c["equivalent"] += 1
             elif code in KILLED:
                 c["killed"] += 1
+                if code in TIMEOUT:
+                    timeouts.append(name)
             else:
                 c["survived" if code in SURVIVED else "no tests" if code in NO_TESTS else "other"] += 1
                 survivors.append((name, code))
         total.update(c)
         rows.append((module, c))
     rows.append(("total", total))
-    if args.survivor_names:
-        print("\n".join(sorted(name for name, code in survivors if code in SURVIVED)))
+    if args.recheck_names:
+        print("\n".join(sorted([name for name, code in survivors if code in SURVIVED] + timeouts)))
         return
 
     def score(c):

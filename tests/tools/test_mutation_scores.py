@@ -128,9 +128,10 @@ def test_recording_keeps_what_is_recorded_and_drops_what_is_no_longer_listed(tmp
     assert set(ms.recorded_changes(out)) == {"pkg.mod.xǁKǁg__mutmut_1"}
 
 
-def test_survivor_names_are_the_unlisted_survivors(tmp_path, monkeypatch, capsys):
+def test_recheck_names_are_the_unlisted_survivors_and_the_timeouts(tmp_path, monkeypatch, capsys):
     folder = _folder(tmp_path, "mutants", SOURCE, {"pkg.mod.x_f__mutmut_1": 0, "pkg.mod.x_f__mutmut_2": 1,
-                                                   "pkg.mod.xǁKǁg__mutmut_1": 0})
+                                                   "pkg.mod.xǁKǁg__mutmut_1": 0, "pkg.mod.x_f__mutmut_3": -24,
+                                                   "pkg.mod.x_f__mutmut_4": None})
     doc = tmp_path / "docs" / "testing.md"
     doc.parent.mkdir()
     doc.write_text("### Equivalent mutants\n\n- `pkg.mod.xǁKǁg__mutmut_1`: same sum.\n")
@@ -138,6 +139,6 @@ def test_survivor_names_are_the_unlisted_survivors(tmp_path, monkeypatch, capsys
     monkeypatch.setattr(ms, "CHANGES", doc.parent / "mutation-equivalents.json")
     monkeypatch.setattr(ms.equivalent_mutants, "__defaults__", (doc,))
     monkeypatch.setattr(ms.collect, "__defaults__", (folder,))
-    monkeypatch.setattr(sys, "argv", ["mutation_scores.py", "--survivor-names"])
+    monkeypatch.setattr(sys, "argv", ["mutation_scores.py", "--recheck-names"])
     ms.main()
-    assert capsys.readouterr().out == "pkg.mod.x_f__mutmut_1\n"
+    assert capsys.readouterr().out == "pkg.mod.x_f__mutmut_1\npkg.mod.x_f__mutmut_3\n"
