@@ -5,31 +5,25 @@
     python tools/mutation_fast.py --cap 1.5 --max-children 1 'graphattn.training.*' 'recsys.models.*'
     python tools/mutation_fast.py --preload optuna,optuna.visualization.matplotlib 'graphattn.search.*'
 
-Nine changes to a plain `mutmut run` (mutmut 3.8), made by wrapping mutmut's own functions:
+Eight changes to a plain `mutmut run` (mutmut 3.8), made by wrapping mutmut's own functions:
 
 - mutmut reruns the whole suite under coverage on every `mutmut run` (to mutate covered lines only). The result is
   kept in ``mutants/coverage-cache.pkl`` and reused; ``--fresh-coverage`` deletes it first (do so when the covered
   lines may have changed: `make mutate` always does). The coverage run runs in a forked child: mutmut runs it in
-  its own process, from which it later forks every mutant's process, and ``tests/graphattn/test_determinism.py``
-  starts torch's OpenMP pool with 2 threads there; a forked child that then uses 2 threads hangs (libgomp is not
-  fork-safe), so every mutant that survived until that test timed out and counted as killed.
+  its own process, from which it later forks every mutant's process, which then inherited the whole suite's state
+  (1.4 GB resident after the run, open loggers, torch's thread pools).
 - ``tests/recsys/test_distributed.py`` is left out of every mutant's tests: its torchrun fixture costs tens of seconds
   that the stats (call time only) record as 0, so a mutant's time limit runs out on it and mutmut reports a timeout,
   i.e. a kill, that no test made. So is ``tests/graphattn/test_determinism.py``: it runs torch with 2 threads, which
   hangs in a forked process once the OpenMP pool exists (py-spy showed the mutants' processes idle in a tensor
-  reduction); every mutant that survived until it timed out and counted as killed. With ``--cap SECONDS`` each mutated function's covering tests are also cut to those
-  that took at most that long in mutmut's stats run (the fastest one is kept where none did). The trimmed sets are not
+  reduction); every mutant that survived until it timed out and counted as killed. With ``--cap SECONDS`` each
+  mutated function's covering tests are also cut to those that took at most that long in mutmut's stats run (the fastest one is kept where none did). The trimmed sets are not
   saved in ``mutants/mutmut-stats.json``.
 - each mutant's tests run fastest first (mutmut hands them over as a set, in no order, and stops at the first
   failure: a mutant that every test kills then costs its slowest test as often as its fastest). With
   ``--budget SECONDS`` a mutated function keeps, fastest first, only the covering tests whose recorded times add
   up to at most that much (the fastest one at least): this bounds what a surviving mutant costs, which is where the
   time of a full run goes (a Trainer function is covered by hundreds of tests).
-- the fork server's objects are frozen out of the garbage collector (``gc.freeze()``) once its warm-up has
-  collected the selected tests: every mutant's process is forked from it, and a collection in the child otherwise
-  walks the server's whole heap (~1.6 GB: every test module, torch, optuna) and so copies every page of it
-  (copy-on-write). Measured on the tests of ``CKE.cf_loss`` in a child forked after a collection of the suite, on
-  the loaded machine: 14-20 s, 1.8-3.6 s frozen (a fresh process takes ~7 s of pytest).
 - the clean run (every selected test, unmutated) is skipped when the stats run of the same invocation has just run
   every selected test green in the same mutants/ tree (mutmut stops if it fails): on a fresh run that saves a
   whole pass of the suite (~4 min). On a resumed run, whose stats are loaded from the file, the clean run runs.
@@ -52,7 +46,6 @@ With ``--cap``, a mutant that survives may still be killed by a slower test (a f
 model): the score is a lower bound of the plain run's, and each survivor is a gap that a fast test should close.
 """
 
-import gc
 import importlib
 import os
 import pickle
@@ -141,13 +134,6 @@ class SetupTime:
 
 
 _execute_pytest = PytestRunner.execute_pytest
-_warm_up = PytestRunner.warm_up
-
-
-def warm_up_then_freeze(self):
-    _warm_up(self)
-    gc.collect()
-    gc.freeze()
 
 
 def execute_pytest_timing_setup(self, params, **kwargs):
@@ -201,8 +187,7 @@ _stats = mm.collect_or_load_stats
 
 def cached_coverage(runner, source_files):
     """mutmut's coverage run, cached in CACHE and run in a forked child: mutmut forks every mutant's process from
-    this one, which must not have run tests (a test that starts torch's OpenMP pool with 2 threads here makes
-    every forked child that uses 2 threads hang: such mutants timed out and counted as killed)."""
+    this one, which should not carry the state of a whole suite run."""
     if CACHE.exists():
         print(f"using the cached coverage of {CACHE}", flush=True)
         return pickle.loads(CACHE.read_bytes())
@@ -248,7 +233,6 @@ if __name__ == "__main__":
     _preload(sys.argv)
     PytestRunner.run_tests = run_tests_in_own_tmp
     PytestRunner.execute_pytest = execute_pytest_timing_setup
-    PytestRunner.warm_up = warm_up_then_freeze
     for runner in (isolation.ForkServerRunner, isolation.ForkRunner):
         runner.collect_stats = remember_full_stats(runner.collect_stats)
         runner.run_clean_tests = skip_clean_after_full_stats(runner.run_clean_tests)

@@ -82,17 +82,6 @@ def test_the_clean_run_is_skipped_only_right_after_a_green_stats_run_of_every_te
         assert calls == [("stats", tests)] + ([] if skipped else [("clean", ["u"])])
 
 
-def test_the_fork_servers_objects_are_frozen_after_its_warm_up(monkeypatch):
-    import gc
-    calls = []
-    monkeypatch.setattr(mf, "_warm_up", lambda self: calls.append(gc.get_freeze_count()))
-    try:
-        mf.warm_up_then_freeze(object())
-        assert calls == [0] and gc.get_freeze_count() > 0
-    finally:
-        gc.unfreeze()
-
-
 def test_the_coverage_run_happens_in_a_child_and_is_cached(tmp_path, monkeypatch):
     import os
     monkeypatch.chdir(tmp_path)
