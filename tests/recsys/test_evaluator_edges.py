@@ -243,3 +243,15 @@ def test_compare_with_exact_prints_every_metric_in_one_line(capsys):
         f"faiss Flat vs exact over {len(np.flatnonzero(np.diff(gt.indptr) > 0))} users: top-10 overlap "
         f"{r['overlap']['top@10']:.4f}; recall@10 {e['recall@10']:.4f} -> {a['recall@10']:.4f}, "
         f"ndcg@10 {e['ndcg@10']:.4f} -> {a['ndcg@10']:.4f}\n")
+
+
+def test_rerank_pads_short_lists_with_item_minus_one_and_minus_inf_scores():
+    from recsys.evaluation.evaluator import rerank
+    user = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    item = torch.tensor([[3.0, 1.0], [1.0, 2.0], [2.0, 5.0]], dtype=torch.float64)
+    cand = np.array([[0, 1, 2], [2, 1, 0]])
+    valid = np.array([[True, True, False], [True, True, True]])
+    items, scores = rerank(user, item, cand, valid, k=5)
+    assert items.tolist() == [[0, 1, -1, -1, -1], [2, 1, 0, -1, -1]]
+    assert scores.shape == (2, 5) and scores.dtype == np.float64
+    np.testing.assert_array_equal(scores, [[3.0, 1.0, -np.inf, -np.inf, -np.inf], [5.0, 2.0, 1.0, -np.inf, -np.inf]])

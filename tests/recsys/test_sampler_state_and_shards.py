@@ -102,7 +102,9 @@ def test_rejection_redraws_rows_independently_and_gives_up_after_100_rounds():
     def draw(k):
         calls.append(k)
         return np.zeros(k, dtype=np.int64)
-    with pytest.raises(RuntimeError, match="negative sampling did not converge"):
+    with pytest.raises(RuntimeError, match=r"^negative sampling did not converge: some rows have no valid negative "
+                                            r"\(a user who interacted with every item, or a head linked to every "
+                                            r"node by one relation\)$"):
         _rejection(draw, lambda idx, cand: np.ones(len(idx), dtype=bool), 3, rng)
     assert len(calls) == 101                             # the first draw and 100 redraws
 
