@@ -17,8 +17,8 @@ Eight changes to a plain `mutmut run` (mutmut 3.8), made by wrapping mutmut's ow
   i.e. a kill, that no test made. So is ``tests/graphattn/test_determinism.py``: it runs torch with 2 threads, which
   hangs in a forked process once the OpenMP pool exists (py-spy showed the mutants' processes idle in a tensor
   reduction); every mutant that survived until it timed out and counted as killed. With ``--cap SECONDS`` each
-  mutated function's covering tests are also cut to those that took at most that long in mutmut's stats run (the fastest one is kept where none did). The trimmed sets are not
-  saved in ``mutants/mutmut-stats.json``.
+  mutated function's covering tests are also cut to those that took at most that long in mutmut's stats run (the
+  fastest one is kept where none did). The trimmed sets are not saved in ``mutants/mutmut-stats.json``.
 - each mutant's tests run fastest first (mutmut hands them over as a set, in no order, and stops at the first
   failure: a mutant that every test kills then costs its slowest test as often as its fastest). With
   ``--budget SECONDS`` a mutated function keeps, fastest first, only the covering tests whose recorded times add
@@ -31,8 +31,8 @@ Eight changes to a plain `mutmut run` (mutmut 3.8), made by wrapping mutmut's ow
   slow fixture is otherwise taken for a fast one, run first, and given a time limit its fixture alone exceeds.
 - ``--preload`` imports modules in mutmut's own process before it forks a child per mutant. A module that the code
   imports lazily (optuna, matplotlib in ``graphattn/search.py``) is otherwise imported afresh in every child, a few
-  seconds that the stats (call time only) do not count either: the wall-clock limit, (estimated time + 1) x 15,
-  runs out and every mutant of such a function is reported as a timeout whatever its tests would have said.
+  seconds that the stats (call time only) do not count either: the wall-clock limit (``timeout_multiplier``,
+  ``timeout_constant``) runs out and every mutant of such a function is reported as a timeout whatever its tests would have said.
 - each mutant's pytest gets its own temporary root (``PYTEST_DEBUG_TEMPROOT``, removed afterwards). With
   ``--max-children`` > 1, two children otherwise share pytest's numbered ``tmp_path`` folders: a test that keeps an
   SQLite file there (the Optuna studies of ``tests/graphattn/test_search.py``) waits on the other child's lock until
@@ -65,7 +65,7 @@ CACHE = Path("mutants") / "coverage-cache.pkl"
 # never run for a mutant: torchrun's fixture costs tens of seconds the stats do not record, and a test that runs
 # torch with 2 threads hangs in a forked process (libgomp is not fork-safe: py-spy showed a mutant's process idle in
 # a tensor reduction of test_determinism.py; it timed out, and counted as killed)
-SLOW_FIXTURE = ("tests/recsys/test_distributed.py", "tests/graphattn/test_determinism.py")
+NEVER_FOR_A_MUTANT = ("tests/recsys/test_distributed.py", "tests/graphattn/test_determinism.py")
 
 
 def _parse_seconds(argv, option):
@@ -106,8 +106,9 @@ def _fresh_tqdm_locks():
         classes.extend(cls.__subclasses__())
 
 
-def fastest_first(tests):
-    duration = state().duration_by_test
+def fastest_first(tests, duration=None):
+    """Tests by their recorded time (mutmut's stats unless `duration` is given), ties by name."""
+    duration = state().duration_by_test if duration is None else duration
     return sorted(tests, key=lambda t: (duration.get(t, 0), t))
 
 
@@ -146,10 +147,10 @@ def execute_pytest_timing_setup(self, params, **kwargs):
 def kept_tests(tests, duration, cap=float("inf"), budget=float("inf")):
     """The covering tests a mutant runs: without the slow fixture, each within `cap`, fastest first while their
     times add up to at most `budget`; the fastest test at least."""
-    ordered = sorted(tests, key=lambda t: (duration.get(t, 0), t))
+    ordered = fastest_first(tests, duration)
     keep, spent = [], 0.0
     for test in ordered:
-        if duration.get(test, 0) > cap or test.startswith(SLOW_FIXTURE):
+        if duration.get(test, 0) > cap or test.startswith(NEVER_FOR_A_MUTANT):
             continue
         if keep and spent + duration.get(test, 0) > budget:
             break
@@ -221,7 +222,7 @@ def fast_tests_only(*args, **kwargs):
         state().tests_by_mangled_function_name[name] = keep
     cut = "" if CAP == float("inf") else f" and to those of <= {CAP} s"
     cut += "" if BUDGET == float("inf") else f", fastest first up to {BUDGET} s a function"
-    print(f"covering tests without {', '.join(SLOW_FIXTURE)}{cut}: {before} -> {after} (function, test) pairs",
+    print(f"covering tests without {', '.join(NEVER_FOR_A_MUTANT)}{cut}: {before} -> {after} (function, test) pairs",
           flush=True)
 
 
