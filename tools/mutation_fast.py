@@ -32,7 +32,8 @@ Eight changes to a plain `mutmut run` (mutmut 3.8), made by wrapping mutmut's ow
 - ``--preload`` imports modules in mutmut's own process before it forks a child per mutant. A module that the code
   imports lazily (optuna, matplotlib in ``graphattn/search.py``) is otherwise imported afresh in every child, a few
   seconds that the stats (call time only) do not count either: the wall-clock limit (``timeout_multiplier``,
-  ``timeout_constant``) runs out and every mutant of such a function is reported as a timeout whatever its tests would have said.
+  ``timeout_constant``) runs out and every mutant of such a function is reported as a timeout whatever its tests
+  would have said.
 - each mutant's pytest gets its own temporary root (``PYTEST_DEBUG_TEMPROOT``, removed afterwards). With
   ``--max-children`` > 1, two children otherwise share pytest's numbered ``tmp_path`` folders: a test that keeps an
   SQLite file there (the Optuna studies of ``tests/graphattn/test_search.py``) waits on the other child's lock until

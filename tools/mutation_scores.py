@@ -91,6 +91,11 @@ def recorded_changes(path=CHANGES):
     return {name: (entry["function"], tuple(entry["change"])) for name, entry in json.loads(path.read_text()).items()}
 
 
+def _write_changes(path, recorded):
+    from graphattn.io import atomic_write_text
+    atomic_write_text(path, json.dumps(recorded, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
+
+
 def module_of(name):
     return name.rsplit(".", 1)[0]
 
@@ -124,9 +129,7 @@ def record_equivalents(folders, listed, out=CHANGES):
             recorded[name] = {"function": function, "change": list(change)}
         else:
             problems.append(f"{name}: {'survived in no folder' if not options else 'different changes in folders'}")
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(recorded, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
-    tmp.replace(out)
+    _write_changes(out, recorded)
     print(f"recorded the changes of {len(recorded)} of {len(listed)} listed equivalents in {out}")
     for line in problems:
         print("  not recorded:", line)
@@ -152,12 +155,10 @@ def renumber(doc=ROOT / "docs" / "testing.md", out=CHANGES, mutants_dir=ROOT / "
             inside = "equivalent mutants" in line.lower()
         elif inside:   # all names of a line at once: a swap of two numbers stays a swap
             lines[i] = pattern.sub(lambda m: f"`{new_name.get(m.group(1), m.group(1))}`", line)
-    renamed = {new_name.get(name, name): {"function": f, "change": list(c)} for name, (f, c) in recorded.items()}
-    for path, text in ((doc, "".join(lines)),
-                       (out, json.dumps(renamed, indent=1, ensure_ascii=False, sort_keys=True) + "\n")):
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+    from graphattn.io import atomic_write_text
+    atomic_write_text(doc, "".join(lines))
+    _write_changes(out, {new_name.get(name, name): {"function": f, "change": list(c)}
+                         for name, (f, c) in recorded.items()})
     print(f"renamed {len(new_name)} of {len(recorded)} recorded equivalents to their names in {mutants_dir}")
     return new_name
 
@@ -193,7 +194,7 @@ def main():
         sys.exit(1 if record_equivalents(args.record_equivalents, equivalent) else 0)
     recorded = recorded_changes()
     listed_changes = {(module_of(name), *change) for name, change in recorded.items() if name in equivalent}
-    changes = changes_in(ROOT / "mutants") if listed_changes else {}
+    changes = changes_in(ROOT / "mutants", {change[0] for change in listed_changes})   # modules with equivalents
     rows, total = [], Counter()
     survivors, timeouts = [], []
     for module, codes in collect().items():
