@@ -267,6 +267,26 @@ def test_restrict_rows_in_the_given_order_and_empty_rows():
     assert sub.shape == (0, 1) and sub.propagate(torch.ones(1, 2)).shape == (0, 2)
 
 
+def test_restrict_slices_the_cached_transpose_of_a_graph_with_more_receivers_than_senders():
+    """The branch that slices the cached transpose, where receivers and senders differ in number, a kept sender
+    (the last of ``cols``) sends to no kept row and the last kept row (6) hears no one."""
+    src = torch.tensor([0, 0, 1, 1, 0, 1, 2])
+    dst = torch.tensor([0, 1, 1, 2, 3, 4, 5])
+    adj = FixedAdjacency(torch.stack([src, dst]), torch.arange(1.0, 8.0), 7, 3)
+    dense = adj.to_dense()
+    rows, cols = torch.tensor([0, 1, 2, 3, 4, 6]), torch.tensor([0, 1, 2])
+    sub = adj.restrict(rows, cols)
+    assert sub.shape == (6, 3) and sub.matrix_t.shape == (3, 6)
+    assert torch.equal(sub.to_dense(), dense[rows]) and torch.equal(sub.matrix_t.to_dense(), dense[rows].T)
+    for m in (sub.matrix, sub.matrix_t):
+        _check_crow(m)
+    x = torch.randn(3, 2, requires_grad=True)
+    out = sub.propagate(x)
+    assert torch.allclose(out, dense[rows] @ x.detach())
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    assert torch.allclose(grad, dense[rows].T @ torch.ones(6, 2))
+
+
 def test_receptive_fields_hops():
     # a chain 0 -> 1 -> 2 -> 3
     adj = FixedAdjacency(torch.tensor([[0, 1, 2], [1, 2, 3]]), torch.ones(3), 4)

@@ -37,6 +37,19 @@ def test_last_in_min_mode_and_a_strict_improvement_still_wins():
     assert stop.best == 0.5 and stop.best_step == 5
 
 
+def test_first_in_min_mode_keeps_the_first_of_tied_best_values():
+    stop = EarlyStopping(patience=2, mode="min")
+    assert stop.best is None and stop.best_step is None and stop.bad_steps == 0 == stop.steps
+    assert _steps(stop, (1.0, 1.0, 0.5, 0.5)) == [True, False, True, False]
+    assert stop.best == 0.5 and stop.best_step == 3 and stop.bad_steps == 1
+
+
+@pytest.mark.parametrize("patience", [True, 0, -1, 2.0, "2", None])
+def test_patience_must_be_a_positive_int(patience):
+    with pytest.raises(ValueError, match=r"patience \(stopping_step\) must be an int >= 1, got "):
+        EarlyStopping(patience)
+
+
 @pytest.mark.parametrize("ties", ["first", "last"])
 def test_nan_never_improves_nor_ties(ties):
     stop = EarlyStopping(patience=5, mode="max", ties=ties)

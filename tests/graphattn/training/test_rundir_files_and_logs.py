@@ -58,9 +58,12 @@ def test_reopening_removes_the_temporaries_of_an_interrupted_write(config, capsy
     with RunDir.create(config) as run:
         path = run.path
     (path / ".last.pt.abcd1234.tmp").write_bytes(b"half")
+    (path / ".metrics.json.ef567890.tmp").write_text("{")
     with RunDir.open(path) as run:
-        assert not (path / ".last.pt.abcd1234.tmp").exists()
-    assert "removed 1 temporary file(s) of a write that was interrupted: .last.pt.abcd1234.tmp" in capsys.readouterr().err
+        assert not (path / ".last.pt.abcd1234.tmp").exists() and not (path / ".metrics.json.ef567890.tmp").exists()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1].endswith(" WARNING removed 2 temporary file(s) of a write that was interrupted: "
+                              ".last.pt.abcd1234.tmp, .metrics.json.ef567890.tmp")
 
 
 def test_a_memory_run_starts_empty_with_its_own_quiet_logger(capsys):

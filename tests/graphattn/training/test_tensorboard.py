@@ -95,3 +95,36 @@ def test_a_resumed_run_purges_the_epochs_it_replays(toy_task, tmp_saved):
     assert [s for s, _ in scalars["train/loss"]] == [1, 2, 3, 4]
     assert 999.0 not in [v for _, v in scalars["train/loss"]]
     assert [s for s, _ in scalars["valid/mse"]] == [1, 2, 3, 4]
+
+
+def test_the_trainer_hands_every_phase_to_the_scalars(toy_task, tmp_saved, monkeypatch):
+    """Without a folder (no event file, a tenth of a second): what fit() passes to ``_scalars``, phase by phase."""
+    calls = []
+    monkeypatch.setattr(Trainer, "_scalars",
+                        lambda self, prefix, values, step: calls.append((prefix, dict(values), step)))
+    trainer = Trainer.from_config(_config(toy_task, tmp_saved, epochs=2, log_tensorboard=True), run := MemoryRun())
+    trainer.fit()
+    assert [(prefix, step) for prefix, _, step in calls] == [("train", 1), ("valid", 1), ("train", 2), ("valid", 2),
+                                                            ("test", trainer.best_epoch)]
+    train, evaluations = run.history["train"], run.history["evaluations"]
+    assert [values for prefix, values, _ in calls if prefix == "train"] == [
+        {k: v for k, v in row.items() if k != "epoch"} for row in train]
+    assert [values for prefix, values, _ in calls if prefix == "valid"] == [
+        {k: v for k, v in row.items() if k not in ("epoch", "split")} for row in evaluations]
+    assert calls[-1][1] == run.history["test"]
+
+
+def test_scalars_go_to_the_run_folder_by_tag_and_step(toy_task, tmp_saved, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)                               # a writer without a log_dir would write to ./runs
+    config = _config(toy_task, tmp_saved, log_tensorboard=True)
+    with RunDir.create(config) as run:
+        trainer = Trainer.from_config(config, run)
+        trainer._scalars("train", {"loss": 0.5, "lr": 0.01, "epoch": 3, "nan_check": True, "note": "x"}, 3)
+        trainer._scalars("valid", {"mse": 0.25}, 3)
+        trainer.close()
+        assert trainer._tensorboard is None
+        trainer.close()                                        # closing twice is harmless
+        files, scalars = _scalars(run.path)
+    assert len(files) == 1 and not (tmp_path / "runs").exists()
+    assert scalars == {"train/loss": [(3, 0.5)], "learning_rate": [(3, pytest.approx(0.01))], "train/epoch": [(3, 3.0)],
+                       "valid/mse": [(3, 0.25)]}
