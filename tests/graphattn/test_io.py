@@ -215,3 +215,22 @@ def test_save_figure_is_png_whatever_the_default_format(tmp_path):
         save_figure(fig, tmp_path / "f.png")
     plt.close(fig)
     assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_temporary_that_vanishes_while_being_removed_is_skipped(tmp_path, monkeypatch):
+    """Another cleaner (a second resume of the same folder) removed it first: not an error, not reported."""
+    from pathlib import Path
+
+    from graphattn.io import remove_stale_temporaries
+    names = [".a.json.abcd1234.tmp", ".b.json.abcd1234.tmp"]
+    for name in names:
+        (tmp_path / name).write_text("")
+    real = Path.unlink
+
+    def racing(self, *args, **kwargs):
+        if self.name == names[0]:
+            real(self)                 # gone just before our unlink
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(Path, "unlink", racing)
+    assert remove_stale_temporaries(tmp_path) == names[1:]
+    assert list(tmp_path.iterdir()) == []

@@ -300,3 +300,16 @@ def test_plots_silence_only_optunas_experimental_warnings(tmp_path, monkeypatch)
         warnings.simplefilter("always")
         search._plots(_two_param_study(1), tmp_path, "mse", 1, 1)
     assert [str(w.message) for w in caught] == ["something else"]
+
+
+def test_a_failed_importance_plot_leaves_no_figure_open(tmp_path, monkeypatch):
+    from optuna.visualization import matplotlib as ovm
+
+    def half_drawn(study, evaluator=None):     # fails after drawing, as a plot may
+        plt.figure()
+        plt.figure()
+        raise RuntimeError("no importance today")
+    monkeypatch.setattr(ovm, "plot_param_importances", half_drawn)
+    notes = search._plots(_two_param_study(3), tmp_path, "mse", 1, 3)
+    assert notes[1] == "no parameter-importance plot: no importance today"
+    assert plt.get_fignums() == []

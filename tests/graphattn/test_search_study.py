@@ -197,6 +197,17 @@ def test_a_study_made_for_another_search_space_is_refused(toy_task, tmp_path, tm
         f"or delete {folder}")
 
 
+def test_a_study_behind_another_url_scheme_is_refused_naming_that_url(toy_task, tmp_path, tmp_saved, monkeypatch):
+    """A storage URL that run_search hands to Optuna as it is (not one it opens with a heartbeat itself)."""
+    _Recorded(monkeypatch)
+    url = f"sqlite+pysqlite:///{tmp_path / 'other.db'}"
+    kwargs = {"study_name": "s", "storage": url, "overrides": {"checkpoint_dir": str(tmp_saved)}, "out": lambda line: None}
+    run_search(toy_task.model, toy_task.dataset, _space(tmp_path, "first.yaml"), 2, **kwargs)
+    other = _space(tmp_path, "other.yaml", "learning_rate: {loguniform: [1.0e-5, 0.1]}\nepochs: 2\n")
+    with pytest.raises(ValueError, match=rf"^study 's' in {re.escape(url)} was made for {toy_task.model} on "):
+        run_search(toy_task.model, toy_task.dataset, other, 2, **kwargs)
+
+
 @pytest.mark.parametrize("trials", [0, -1, True, 1.5, "3", None])
 def test_trials_must_be_a_positive_int(toy_task, tmp_path, trials):
     with pytest.raises(ValueError) as info:

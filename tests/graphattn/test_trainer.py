@@ -86,6 +86,27 @@ def test_state_dict_round_trips_field_by_field(toy_task, tmp_saved):
     assert torch.equal(again["rng"]["torch"], saved["rng"]["torch"])
 
 
+def test_state_dict_round_trips_the_best_epoch_and_counters_without_a_folder(toy_task, tmp_saved, monkeypatch):
+    """The in-memory twin of the test above (a tenth of the time), with a best epoch that is not the last."""
+    values = iter([0.5, 0.2, 0.9, 0.7])                     # valid after epochs 1-3, then the test split
+    monkeypatch.setattr(toy_task.task_cls, "evaluate", lambda self, model, split: {"mse": next(values), "mae": 0.0})
+    config = _config(toy_task, tmp_saved, epochs=3)
+    trainer = Trainer(config, toy_task.task_cls(config))
+    trainer.fit()
+    saved = trainer.run.load("last.pt")
+    assert (saved["epoch"], saved["best_epoch"], saved["step"]) == (3, 2, trainer.step) and trainer.step > 3
+    fresh = Trainer(config, toy_task.task_cls(config))
+    fresh.load_state_dict(saved)
+    assert (fresh.epoch, fresh.best_epoch, fresh.step) == (3, 2, trainer.step)
+    again = fresh.state_dict()
+    assert set(again) == set(saved)
+    for key in ("epoch", "step", "best_epoch", "stopper", "schedules"):
+        assert again[key] == saved[key], key
+    assert again["stopper"]["best"] == 0.2
+    for name, value in saved["model"].items():
+        assert torch.equal(again["model"][name], value), name
+
+
 def test_early_stopping_stops_and_tests_the_best_epoch(toy_task, tmp_saved):
     test, trainer, path = _fit(_config(toy_task, tmp_saved, epochs=50, learning_rate=0.0, stopping_step=2))
     history = json.loads((path / "metrics.json").read_text())

@@ -25,7 +25,8 @@ def test_adam_and_adamw_use_the_fused_kernel_with_the_overrides():
         opt = build_optimizer(dict(CONFIG, optimizer=name), _params(), lr=0.5, weight_decay=0.25)
         assert (opt.defaults["lr"], opt.defaults["weight_decay"], opt.defaults["fused"]) == (0.5, 0.25, True)
         plain = build_optimizer(dict(CONFIG, optimizer=name), _params(), lr=0.5, fused=False)
-        assert type(plain) is cls and not plain.defaults["fused"] and plain.defaults["lr"] == 0.5
+        assert type(plain) is cls and not plain.defaults["fused"]
+        assert (plain.defaults["lr"], plain.defaults["weight_decay"]) == (0.5, 0.001)
 
 
 def test_sgd_keeps_weight_decay_and_momentum_and_unknown_names_are_listed():

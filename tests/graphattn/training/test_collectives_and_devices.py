@@ -44,7 +44,7 @@ def test_a_cuda_process_joins_an_nccl_group_on_its_local_gpu(monkeypatch):
     assert calls == [("set_device", torch.device("cuda", 1)), (("nccl",), {"device_id": torch.device("cuda", 1)})]
 
 
-def test_broadcast_buffers_sends_rank_0s_persistent_buffers_only(two_ranks):
+def test_broadcast_buffers_sends_rank_0s_persistent_buffers_only(two_ranks, monkeypatch):
     module = nn.BatchNorm1d(3)                                      # running_mean, running_var, num_batches_tracked
     module.register_buffer("edges", torch.zeros(2), persistent=False)
     distributed.broadcast_buffers(module)
@@ -52,6 +52,15 @@ def test_broadcast_buffers_sends_rank_0s_persistent_buffers_only(two_ranks):
     two_ranks.clear()
     distributed.broadcast_buffers(module, src=1)
     assert two_ranks == [("broadcast", 1)] * 3
+    received = []                                                    # the buffers themselves go out, in place
+
+    def broadcast(tensor, src):
+        received.append(tensor.data_ptr())
+        tensor.fill_(7)
+    monkeypatch.setattr(distributed.dist, "broadcast", broadcast)
+    distributed.broadcast_buffers(module)
+    assert received == [b.data_ptr() for b in (module.running_mean, module.running_var, module.num_batches_tracked)]
+    assert module.running_mean.eq(7).all() and module.num_batches_tracked == 7 and module.edges.eq(0).all()
 
 
 def test_broadcast_object_comes_from_rank_0_by_default(two_ranks):
