@@ -1,6 +1,7 @@
 """Atomic writes: all or nothing, and the user's default permissions (not mkstemp's owner-only 0600)."""
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -219,8 +220,6 @@ def test_save_figure_is_png_whatever_the_default_format(tmp_path):
 
 def test_a_temporary_that_vanishes_while_being_removed_is_skipped(tmp_path, monkeypatch):
     """Another cleaner (a second resume of the same folder) removed it first: not an error, not reported."""
-    from pathlib import Path
-
     from graphattn.io import remove_stale_temporaries
     names = [".a.json.abcd1234.tmp", ".b.json.abcd1234.tmp"]
     for name in names:
